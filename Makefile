@@ -1,0 +1,55 @@
+# Two commands matter: `make demo` and `make test`. Both build the virtual environment themselves
+# from a fresh clone (only the package registry is needed): a bootstrap venv holds uv, uv builds
+# .venv from the pinned lock file.
+SHELL := /bin/bash
+PYTHON ?= python3
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+export UV_COMPILE_BYTECODE := 1
+export UV_LINK_MODE := copy
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: demo test test-slow lint bench dev standins clean lock
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==0.13.9
+
+$(VENV)/.installed: pyproject.toml requirements.lock | $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)
+	$(UV) pip sync --quiet --python $(PY) requirements.lock
+	$(UV) pip install --quiet --python $(PY) --no-deps -e .
+	touch $@
+
+lock: | $(UV)
+	$(UV) pip compile --quiet --python-version 3.11 --extra dev pyproject.toml -o requirements.lock
+
+demo: $(VENV)/.installed
+	mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
+	$(PY) -m staff_pipeline.demo
+
+test: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/dagster definitions validate -m staff_pipeline.definitions
+	$(VENV)/bin/pytest -n 2 -q
+
+test-slow: $(VENV)/.installed
+	$(VENV)/bin/pytest -q -m slow
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+bench: $(VENV)/.installed
+	$(PY) -m bench
+
+dev: $(VENV)/.installed
+	mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
+	$(VENV)/bin/dagster dev -w workspace.yaml
+
+standins: $(VENV)/.installed
+	$(PY) -m staff_pipeline.standins all
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .dagster_home data/warehouse.duckdb* data/analytics.duckdb data/landing data/archive data/failed data/journal

@@ -1,0 +1,1 @@
+"""Dagster asset modules, one per stage: extract, staging (gates), conformed, marts, loads."""

@@ -1,0 +1,5 @@
+"""Schedules (nightly run)."""
+
+from __future__ import annotations
+
+SCHEDULES: list = []

@@ -1,0 +1,1 @@
+"""One client per API: Edu-V Employees, Ed-Fi / WISEdata, LinkIt!."""

@@ -1,0 +1,144 @@
+"""Load and validate what changes per customer: organisations, role crosswalk, thresholds.
+
+These live as data under ``data/`` (``STAFF_CONFIG_DIR``). A bad line is refused when loaded with
+an error naming the file, the row and the field, so a typo never reaches a request or a target.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pandera.pandas as pa
+
+from staff_pipeline.schemas import config as schemas
+from staff_pipeline.settings import paths
+
+
+class ConfigError(ValueError):
+    """A configuration file that does not meet its schema."""
+
+
+def _describe_failures(path: Path, err: pa.errors.SchemaErrors) -> str:
+    lines = [f"{path}: {len(err.failure_cases)} problem(s)"]
+    for case in err.failure_cases.head(20).itertuples():
+        row = f"row {int(case.index) + 2}" if pd.notna(case.index) else "whole file"  # +2: header, 1-based
+        column = case.column if isinstance(case.column, str) else "-"
+        lines.append(f"  {row}, field {column}: {case.check} (value {case.failure_case!r})")
+    return "\n".join(lines)
+
+
+def _read_csv(path: Path, schema: pa.DataFrameSchema) -> pd.DataFrame:
+    if not path.exists():
+        raise ConfigError(f"{path}: configuration file is missing")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
+    frame = frame.map(lambda v: v.strip() if isinstance(v, str) else v)
+    for column in frame.columns:
+        lowered = frame[column].str.lower()
+        if lowered.dropna().isin(["true", "false"]).all() and lowered.notna().any():
+            frame[column] = lowered.map({"true": True, "false": False})
+    for column in [c for c in schema.columns if schema.columns[c].dtype and str(schema.columns[c].dtype) == "bool"]:
+        if column in frame:
+            frame[column] = frame[column].astype("boolean").fillna(False).astype(bool)
+    try:
+        return schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as err:
+        raise ConfigError(_describe_failures(path, err)) from None
+
+
+def load_organisations(config_dir: Path | None = None) -> pd.DataFrame:
+    """One row per configured school (Edu-V ids, Ed-Fi ids, LinkIt district and SchoolID)."""
+    path = (config_dir or paths().config_dir) / "organisations.csv"
+    return _read_csv(path, schemas.organisations)
+
+
+def load_role_crosswalk(config_dir: Path | None = None) -> pd.DataFrame:
+    """Source role (Edu-V organisationRole or SIS position code) -> Ed-Fi classification, title, LinkIt role."""
+    path = (config_dir or paths().config_dir) / "role_crosswalk.csv"
+    return _read_csv(path, schemas.role_crosswalk)
+
+
+def lea_ids(config_dir: Path | None = None) -> list[str]:
+    """LEA partition keys, in file order."""
+    return list(dict.fromkeys(load_organisations(config_dir)["lea_id"].astype(str)))
+
+
+def linkit_districts(config_dir: Path | None = None) -> list[str]:
+    """LinkIt district partition keys, in file order."""
+    return list(dict.fromkeys(load_organisations(config_dir)["linkit_district"]))
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    max_rejected_share: float
+    max_disappeared_share: float
+    min_employees_per_school: int
+
+
+@dataclass(frozen=True)
+class EdFiSettings:
+    max_concurrency: int
+    max_delete_share: float
+
+
+@dataclass(frozen=True)
+class LinkItSettings:
+    max_deactivate_share: float
+    username_rule: str
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    cron: str
+    timezone: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    gate: GateSettings
+    edfi: EdFiSettings
+    linkit: LinkItSettings
+    schedule: ScheduleSettings
+
+
+def _share(path: Path, section: str, key: str, value: object) -> float:
+    if not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ConfigError(f"{path}: [{section}] {key} must be a share between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def load_settings(config_dir: Path | None = None) -> Settings:
+    """Thresholds, concurrency and schedule from ``pipeline.toml``."""
+    path = (config_dir or paths().config_dir) / "pipeline.toml"
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        gate, edfi, linkit, schedule = raw["gate"], raw["edfi"], raw["linkit"], raw["schedule"]
+        settings = Settings(
+            gate=GateSettings(
+                max_rejected_share=_share(path, "gate", "max_rejected_share", gate["max_rejected_share"]),
+                max_disappeared_share=_share(
+                    path, "gate", "max_disappeared_share", gate["max_disappeared_share"]
+                ),
+                min_employees_per_school=int(gate["min_employees_per_school"]),
+            ),
+            edfi=EdFiSettings(
+                max_concurrency=int(edfi["max_concurrency"]),
+                max_delete_share=_share(path, "edfi", "max_delete_share", edfi["max_delete_share"]),
+            ),
+            linkit=LinkItSettings(
+                max_deactivate_share=_share(
+                    path, "linkit", "max_deactivate_share", linkit["max_deactivate_share"]
+                ),
+                username_rule=str(linkit["username_rule"]),
+            ),
+            schedule=ScheduleSettings(cron=str(schedule["cron"]), timezone=str(schedule["timezone"])),
+        )
+    except (KeyError, tomllib.TOMLDecodeError, FileNotFoundError) as exc:
+        raise ConfigError(f"{path}: {type(exc).__name__}: {exc}") from None
+    if settings.linkit.username_rule not in ("email_local_part", "local_code"):
+        raise ConfigError(f"{path}: [linkit] username_rule must be email_local_part or local_code")
+    if not 1 <= settings.edfi.max_concurrency <= 64:
+        raise ConfigError(f"{path}: [edfi] max_concurrency must be between 1 and 64")
+    return settings

@@ -1,0 +1,61 @@
+"""Where things live on disk.
+
+Everything is derived from one root (``STAFF_DATA_DIR``, default ``./data``) so that tests, the demo
+and benchmarks can point a whole pipeline at a temporary folder by setting one variable.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The folders and files of one pipeline installation."""
+
+    data_dir: Path
+
+    @property
+    def config_dir(self) -> Path:
+        """Checked-in configuration (organisations, crosswalks, thresholds)."""
+        return Path(os.environ.get("STAFF_CONFIG_DIR", REPO_ROOT / "data"))
+
+    @property
+    def warehouse(self) -> Path:
+        return Path(os.environ.get("STAFF_WAREHOUSE", self.data_dir / "warehouse.duckdb"))
+
+    @property
+    def analytics(self) -> Path:
+        """The analysts' published read-only copy of the warehouse."""
+        return self.warehouse.with_name("analytics.duckdb")
+
+    @property
+    def inbox(self) -> Path:
+        return self.data_dir / "inbox"
+
+    @property
+    def archive(self) -> Path:
+        return self.data_dir / "archive"
+
+    @property
+    def failed(self) -> Path:
+        return self.data_dir / "failed"
+
+    @property
+    def landing(self) -> Path:
+        """Raw API responses exactly as received, kept next to the warehouse."""
+        return self.data_dir / "landing"
+
+    @property
+    def journal(self) -> Path:
+        """Per-request write-ahead journals of the loads (folded into the ledgers)."""
+        return self.data_dir / "journal"
+
+
+def paths() -> Paths:
+    """Resolve paths at call time, never at import time, so tests can repoint them."""
+    return Paths(Path(os.environ.get("STAFF_DATA_DIR", REPO_ROOT / "data")).resolve())
