@@ -5,7 +5,7 @@ from __future__ import annotations
 from dagster import Definitions, load_asset_checks_from_package_module, load_assets_from_package_module
 
 import assets
-from assets import jobs, schedules, sensors
+from assets import jobs, run_sensors, schedules, sensors
 from staff_pipeline.resources import default_resources
 
 defs = Definitions(
@@ -13,6 +13,6 @@ defs = Definitions(
     asset_checks=load_asset_checks_from_package_module(assets),
     jobs=jobs.JOBS,
     schedules=schedules.SCHEDULES,
-    sensors=sensors.SENSORS,
+    sensors=[*sensors.SENSORS, *run_sensors.RUN_SENSORS],
     resources=default_resources(),
 )

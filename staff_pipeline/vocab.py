@@ -22,6 +22,8 @@ ORGANISATION_ROLES = (
     "stagiair",
 )
 EMPLOYEE_STATUSES = ("active", "tobedeleted")
+# OAuth2 scopes of the Edu-V Employees API: which attributes an answer carries.
+EDUV_SCOPES = ("eduv.employee.basic", "eduv.employee.communication", "eduv.employee.roles")
 SECTORS = ("PO", "VO")
 LINKIT_ROLES = ("TEACHER", "SCHOOL ADMIN", "DISTRICT ADMIN")
 # Highest first: a person with several roles in a district gets the highest.

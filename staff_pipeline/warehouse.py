@@ -67,10 +67,16 @@ def connect(
 
 def swap_in(con: duckdb.DuckDBPyConnection, new_table: str, table: str) -> None:
     """Replace ``table`` by ``new_table`` in one transaction, so readers see the old or the new, never half."""
+    swap_in_all(con, {new_table: table})
+
+
+def swap_in_all(con: duckdb.DuckDBPyConnection, tables: dict[str, str]) -> None:
+    """Replace several tables (``{new_table: table}``) in one transaction: a model is swapped whole."""
     con.execute("BEGIN TRANSACTION")
     try:
-        con.execute(f'DROP TABLE IF EXISTS "{table}" CASCADE')
-        con.execute(f'ALTER TABLE "{new_table}" RENAME TO "{table}"')
+        for new_table, table in tables.items():
+            con.execute(f'DROP TABLE IF EXISTS "{table}" CASCADE')
+            con.execute(f'ALTER TABLE "{new_table}" RENAME TO "{table}"')
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
@@ -82,12 +88,12 @@ def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
         con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND table_schema = 'main'",
             [name],
-        ).fetchone()[0]
+        ).fetchall()[0][0]
     )
 
 
 def row_count(con: duckdb.DuckDBPyConnection, name: str) -> int:
-    return int(con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]) if table_exists(con, name) else 0
+    return int(con.execute(f'SELECT count(*) FROM "{name}"').fetchall()[0][0]) if table_exists(con, name) else 0
 
 
 def preview(con: duckdb.DuckDBPyConnection, sql: str, limit: int = 10) -> pd.DataFrame:

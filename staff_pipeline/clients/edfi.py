@@ -1,11 +1,218 @@
-"""PLACEHOLDER: replaced by the edfi client (owned by its helper)."""
+"""Ed-Fi ODS/API (WISEdata) client: OAuth2 client credentials, upsert, delete, paged reads.
+
+One token is shared by all threads of a client and reused until shortly before ``expires_in``
+(servers cap live tokens per client and answer 429 to a client that asks for one per call); a 401
+refreshes it once. Errors are turned into one line naming the request and the API's message,
+whether the server speaks ProblemDetails (7.2+) or the older ``{"message": ...}``.
+"""
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import requests
 from dagster import ConfigurableResource
+
+from staff_pipeline.http import ApiError, RetryPolicy, make_session, redact_text, send_with_retry
+
+TOKEN_MARGIN_SECONDS = 60.0
+PAGE_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class EdFiAnswer:
+    """What a write came back with: status, the resource id (from Location) and the API's message."""
+
+    status: int
+    resource_id: str | None = None
+    etag: str | None = None
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+def api_message(response: requests.Response) -> str:
+    """The API's own words: ProblemDetails type/detail/validationErrors, or the older ``message``."""
+    try:
+        body = response.json()
+    except ValueError:
+        return (response.text or response.reason or "")[:300]
+    if not isinstance(body, dict):
+        return str(body)[:300]
+    if "message" in body and "type" not in body:
+        return str(body["message"])[:300]
+    parts = [str(body.get("type") or body.get("title") or body.get("error") or "")]
+    if body.get("detail"):
+        parts.append(str(body["detail"]))
+    for field, messages in (body.get("validationErrors") or {}).items():
+        parts.append(f"{field}: {'; '.join(map(str, messages))}")
+    parts += [str(e) for e in body.get("errors") or []]
+    return " | ".join(p for p in parts if p)[:500]
+
+
+class EdFiClient:
+    """A thread-safe client for one set of credentials (one LEA's key, or a state-wide key)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        timeout: float = 30.0,
+        policy: RetryPolicy | None = None,
+        pool_size: int = 8,
+        data_path: str = "/data/v3/ed-fi",
+    ) -> None:
+        if not client_id or not client_secret:
+            raise ApiError("Ed-Fi credentials are missing (EDFI_CLIENT_ID / EDFI_CLIENT_SECRET)")
+        self.base_url = base_url.rstrip("/")
+        self.data_url = self.base_url + data_path
+        self._client_id = client_id
+        self._secret = client_secret
+        self.timeout = timeout
+        self.policy = policy or RetryPolicy()
+        self.session = make_session(pool_size)
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self._token_lock = threading.Lock()
+        self.tokens_fetched = 0
+
+    # -- auth --------------------------------------------------------------------------------------
+    def _fetch_token(self) -> None:
+        response = send_with_retry(
+            lambda: self.session.post(
+                f"{self.base_url}/oauth/token",
+                data={"grant_type": "client_credentials"},
+                auth=(self._client_id, self._secret),
+                timeout=self.timeout,
+            ),
+            policy=self.policy,
+            describe="POST /oauth/token",
+        )
+        if response.status_code != 200:
+            raise ApiError(
+                f"POST /oauth/token: {response.status_code} {self._redact(api_message(response))}",
+                status=response.status_code,
+            )
+        body = response.json()
+        self._token = body["access_token"]
+        self._expires_at = time.monotonic() + float(body.get("expires_in", 0))
+        self.tokens_fetched += 1
+
+    def token(self) -> str:
+        """The cached token, fetched again only when it is about to expire."""
+        with self._token_lock:
+            margin = min(TOKEN_MARGIN_SECONDS, (self._expires_at - time.monotonic()) / 2)
+            if self._token is None or time.monotonic() >= self._expires_at - max(margin, 0):
+                self._fetch_token()
+            return self._token  # type: ignore[return-value]
+
+    def _invalidate(self, stale: str) -> None:
+        """On a 401: drop the token unless another thread has already replaced it."""
+        with self._token_lock:
+            if self._token == stale:
+                self._token = None
+
+    def _redact(self, text: str) -> str:
+        return redact_text(text, [self._secret, self._token or ""])
+
+    # -- requests ----------------------------------------------------------------------------------
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """Send with a bearer token, bounded retries on 429/5xx/drops, one refresh on 401."""
+        used: list[str] = []
+        extra_headers = kwargs.pop("headers", {})
+
+        def send() -> requests.Response:
+            token = self.token()
+            used.append(token)
+            headers = {"Authorization": f"Bearer {token}", **extra_headers}
+            return self.session.request(
+                method, f"{self.data_url}/{path}", headers=headers, timeout=self.timeout, **kwargs
+            )
+
+        return send_with_retry(
+            send,
+            policy=self.policy,
+            describe=f"{method} {path.split('?')[0]}",
+            on_unauthorized=lambda: self._invalidate(used[-1]),
+        )
+
+    def upsert(self, resource: str, body: bytes | str) -> EdFiAnswer:
+        """POST (create 201 / update 200) a JSON body that has no ``id``."""
+        response = self.request("POST", resource, data=body, headers={"Content-Type": "application/json"})
+        return self._answer(response)
+
+    def delete(self, resource: str, resource_id: str) -> EdFiAnswer:
+        return self._answer(self.request("DELETE", f"{resource}/{resource_id}"))
+
+    def find(self, resource: str, identity: dict[str, Any]) -> list[dict[str, Any]]:
+        """GET by identity fields as query parameters (how Ed-Fi finds the ``id`` for a DELETE)."""
+        response = self.request("GET", resource, params=identity)
+        self._raise_for(response, f"GET {resource}")
+        return response.json()
+
+    def pages(self, resource: str, limit: int = PAGE_LIMIT) -> Iterator[list[dict[str, Any]]]:
+        """Every record visible to this key, page by page (offset/limit, ``limit`` <= 500)."""
+        offset = 0
+        while True:
+            response = self.request("GET", resource, params={"offset": offset, "limit": limit})
+            self._raise_for(response, f"GET {resource} offset={offset}")
+            page = response.json()
+            if page:
+                yield page
+            if len(page) < limit:
+                return
+            offset += limit
+
+    def _raise_for(self, response: requests.Response, describe: str) -> None:
+        if response.status_code != 200:
+            raise ApiError(
+                f"{describe}: {response.status_code} {self._redact(api_message(response))}",
+                status=response.status_code,
+            )
+
+    def _answer(self, response: requests.Response) -> EdFiAnswer:
+        location = response.headers.get("Location") or ""
+        return EdFiAnswer(
+            status=response.status_code,
+            resource_id=location.rstrip("/").rsplit("/", 1)[-1] if location else None,
+            etag=response.headers.get("ETag"),
+            message="" if response.ok else self._redact(api_message(response)),
+        )
+
+    def close(self) -> None:
+        self.session.close()
 
 
 class EdFiResource(ConfigurableResource):
+    """Ed-Fi connection settings. Per-LEA keys come from ``EDFI_CLIENT_ID_<lea>`` /
+    ``EDFI_CLIENT_SECRET_<lea>`` (WISEdata issues one per LEA); the pair here is the fallback."""
+
     base_url: str
     client_id: str = ""
     client_secret: str = ""
+    timeout: float = 30.0
+    max_attempts: int = 5
+    backoff_base: float = 0.2
+    max_concurrency: int = 0  # 0: [edfi] max_concurrency of pipeline.toml
+
+    def client_for(self, lea_id: str | int, pool_size: int = 8) -> EdFiClient:
+        lea = str(lea_id)
+        client_id = os.environ.get(f"EDFI_CLIENT_ID_{lea}") or self.client_id
+        secret = os.environ.get(f"EDFI_CLIENT_SECRET_{lea}") or self.client_secret
+        return EdFiClient(
+            self.base_url,
+            client_id,
+            secret,
+            timeout=self.timeout,
+            policy=RetryPolicy(attempts=self.max_attempts, backoff_base=self.backoff_base),
+            pool_size=pool_size,
+        )

@@ -128,7 +128,9 @@ class StandIn:
         return f"http://{host}:{port}"
 
     def start(self) -> StandIn:
-        self._thread = threading.Thread(target=self._server.serve_forever, name=self.name, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name=self.name, daemon=True
+        )  # a short poll: stop() returns in 50 ms, not 500
         self._thread.start()
         return self
 

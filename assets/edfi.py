@@ -1,0 +1,177 @@
+"""Ed-Fi / WISEdata per LEA: the desired associations (mart), then the two loads that send the diff.
+
+Thin wiring: the work is in :mod:`staff_pipeline.loads.edfi_mart`, :mod:`staff_pipeline.loads.edfi`
+and :mod:`staff_pipeline.loads.edfi_reconcile`. Metadata carries counts, API messages (redacted by
+the client) and WISEids, never keys or tokens.
+
+Not ``from __future__ import annotations``: Dagster reads the ``context`` annotation at runtime.
+"""
+
+import pandas as pd
+import pandera.pandas as pa
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    Config,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from staff_pipeline.clients.edfi import EdFiResource
+from staff_pipeline.config import load_organisations, load_settings
+from staff_pipeline.loads.edfi import load_resource
+from staff_pipeline.loads.edfi_mart import ASSIGNMENTS, CONTACTS, build_mart
+from staff_pipeline.loads.edfi_reconcile import reconcile
+from staff_pipeline.partitions import lea_partitions
+from staff_pipeline.resources import WarehouseResource
+from staff_pipeline.schemas import marts
+from staff_pipeline.warehouse import preview
+
+
+class EdFiLoadConfig(Config):
+    """``dry_run``: show the plan, send nothing. ``confirm_deletes``: lift the delete-threshold hold.
+    ``reconcile``: read the LEA's records back from the API and repair the ledger before the diff."""
+
+    dry_run: bool = False
+    confirm_deletes: bool = False
+    reconcile: bool = False
+
+
+def _md(frame: pd.DataFrame) -> MetadataValue:
+    return MetadataValue.md(frame.to_markdown(index=False) if len(frame) else "_none_")
+
+
+def _counts_md(counts: dict, key: str) -> MetadataValue:
+    return _md(pd.DataFrame(sorted(counts.items(), key=lambda kv: -kv[1]), columns=[key, "count"]))
+
+
+@asset(
+    group_name="edfi",
+    partitions_def=lea_partitions,
+    deps=[AssetKey("staff"), AssetKey("staff_contacts"), AssetKey("staff_assignments")],
+    description="Desired Ed-Fi assignment and contact associations of one LEA, and who is not sent (why).",
+)
+def edfi_mart(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
+    lea = int(context.partition_key)
+    with warehouse.connect() as con:
+        counts = build_mart(con, lea)
+        for table in ("mart_edfi_assignments", "mart_edfi_contacts", "mart_edfi_not_sent"):
+            frame = con.execute(f"SELECT * FROM {table} WHERE lea_id = ?", [lea]).df()
+            try:
+                getattr(marts, table).validate(frame, lazy=True)
+            except pa.errors.SchemaErrors as err:
+                cases = err.failure_cases.head(10)[["column", "check", "failure_case"]]
+                raise Failure(
+                    description=f"{table} for LEA {lea} breaks the Ed-Fi contract; nothing will be sent",
+                    metadata={"failures": _md(cases)},
+                ) from None
+        not_sent = dict(
+            con.execute(
+                "SELECT reason, count(DISTINCT person_id) FROM mart_edfi_not_sent "
+                "WHERE lea_id = ? GROUP BY 1",
+                [lea],
+            ).fetchall()
+        )
+        sample = preview(
+            con,
+            "SELECT staff_unique_id, education_organization_id, staff_classification_descriptor, "
+            f"begin_date, position_title FROM mart_edfi_assignments WHERE lea_id = {lea}",
+        )
+    return MaterializeResult(
+        metadata={
+            "lea_id": lea,
+            "assignment_associations": counts["mart_edfi_assignments"],
+            "contact_associations": counts["mart_edfi_contacts"],
+            "not_sent": counts["mart_edfi_not_sent"],
+            "not_sent_people_by_reason": _counts_md(not_sent, "reason"),
+            "preview": _md(sample),
+        }
+    )
+
+
+def _load(
+    context: AssetExecutionContext,
+    config: EdFiLoadConfig,
+    warehouse: WarehouseResource,
+    edfi: EdFiResource,
+    resource: str,
+) -> MaterializeResult:
+    lea = int(context.partition_key)
+    settings = load_settings().edfi
+    concurrency = edfi.max_concurrency or settings.max_concurrency
+    client = edfi.client_for(lea, pool_size=concurrency)
+    metadata: dict[str, object] = {"lea_id": lea, "resource": resource}
+    try:
+        if config.reconcile and not config.dry_run:
+            orgs = load_organisations()
+            edorgs = [lea, *orgs.loc[orgs["lea_id"] == lea, "school_id"].astype(int)]
+            found = reconcile(warehouse.connect, client, lea, resource, edorgs, run_id=context.run_id)
+            metadata["reconcile"] = _counts_md(found, "ledger vs API")
+        report, plan = load_resource(
+            warehouse.connect,
+            client,
+            lea,
+            resource,
+            run_id=context.run_id,
+            max_concurrency=concurrency,
+            max_delete_share=settings.max_delete_share,
+            dry_run=config.dry_run,
+            confirm_deletes=config.confirm_deletes,
+        )
+    finally:
+        client.close()
+    with warehouse.connect() as con:
+        not_sent = con.execute(
+            "SELECT count(*) FROM mart_edfi_not_sent WHERE lea_id = ? AND resource = ?", [lea, resource]
+        ).fetchall()[0][0]
+    metadata.update(
+        {
+            "plan": _counts_md(plan.counts(), "resource:action"),
+            "plan_sample": _md(pd.DataFrame(plan.sample(), columns=["resource", "action", "body"])),
+            "held": report.held or "nothing held",
+            "not_sent": int(not_sent),
+            "unchanged": report.unchanged,
+            "sent": report.sent,
+            "created": report.created,
+            "updated": report.updated,
+            "deleted": report.deleted,
+            "failed": report.failed_total,
+            "failed_by_status_and_message": _counts_md(report.failed, "status and message"),
+            "tokens_fetched": client.tokens_fetched,
+        }
+    )
+    if report.held and not config.dry_run:
+        raise Failure(description=f"Ed-Fi LEA {lea}: {report.held}", metadata=metadata, allow_retries=False)
+    if report.failed_total:
+        context.log.warning(
+            f"Ed-Fi LEA {lea} {resource}: {report.failed_total} record(s) failed, see metadata"
+        )
+    return MaterializeResult(metadata=metadata)
+
+
+@asset(
+    group_name="edfi",
+    partitions_def=lea_partitions,
+    deps=[edfi_mart],
+    pool="edfi_api",
+    description="Send the LEA's staffEducationOrganizationAssignmentAssociations diff (ledger_edfi).",
+)
+def edfi_assignment_associations(
+    context: AssetExecutionContext, config: EdFiLoadConfig, warehouse: WarehouseResource, edfi: EdFiResource
+) -> MaterializeResult:
+    return _load(context, config, warehouse, edfi, ASSIGNMENTS)
+
+
+@asset(
+    group_name="edfi",
+    partitions_def=lea_partitions,
+    deps=[edfi_assignment_associations],
+    pool="edfi_api",
+    description="Send the LEA's staffEducationOrganizationContactAssociations diff, after the assignments.",
+)
+def edfi_contact_associations(
+    context: AssetExecutionContext, config: EdFiLoadConfig, warehouse: WarehouseResource, edfi: EdFiResource
+) -> MaterializeResult:
+    return _load(context, config, warehouse, edfi, CONTACTS)

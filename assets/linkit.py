@@ -1,0 +1,121 @@
+"""LinkIt! per district: the desired accounts (mart) and the load that makes LinkIt match them.
+
+Thin wiring: the work is in :mod:`staff_pipeline.loads.linkit_mart` and
+:mod:`staff_pipeline.loads.linkit`. Metadata never carries keys or tags: only counts, reasons,
+error texts (already redacted by the client) and LocalCodes/UserNames.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from dagster import AssetExecutionContext, AssetKey, Config, MaterializeResult, MetadataValue, asset
+
+from staff_pipeline.clients.linkit import LinkItResource
+from staff_pipeline.config import load_settings
+from staff_pipeline.loads.linkit import load_district
+from staff_pipeline.loads.linkit_mart import MART, REJECTED, build_mart
+from staff_pipeline.partitions import district_partitions
+from staff_pipeline.resources import WarehouseResource
+from staff_pipeline.warehouse import preview
+
+
+class LinkItLoadConfig(Config):
+    """Run config: ``dry_run`` shows the plan without sending; ``confirm_deactivations`` lifts the hold."""
+
+    dry_run: bool = False
+    confirm_deactivations: bool = False
+
+
+def _md(frame: pd.DataFrame) -> MetadataValue:
+    return MetadataValue.md(frame.to_markdown(index=False) if len(frame) else "_none_")
+
+
+def _counts_md(counts: dict, key: str) -> MetadataValue:
+    return _md(pd.DataFrame(sorted(counts.items(), key=lambda kv: -kv[1]), columns=[key, "count"]))
+
+
+@asset(
+    group_name="linkit",
+    partitions_def=district_partitions,
+    deps=[AssetKey("staff"), AssetKey("staff_contacts"), AssetKey("staff_assignments")],
+    description="Desired LinkIt! accounts of one district (highest role, all schools) and who is not loaded.",
+)
+def linkit_mart(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
+    district = context.partition_key
+    rule = load_settings().linkit.username_rule
+    with warehouse.connect() as con:
+        counts = build_mart(con, district, rule, context.run_id)
+        sample = preview(
+            con, f"SELECT * EXCLUDE (run_id, built_at) FROM {MART} WHERE district = '{district}'"
+        )
+        rejected = preview(
+            con, f"SELECT rule, field, local_code, reason FROM {REJECTED} WHERE district = '{district}'"
+        )
+    accounts, suffixed = counts.pop("accounts"), counts.pop("username_suffixed")
+    return MaterializeResult(
+        metadata={
+            "district": district,
+            "accounts": accounts,
+            "not_loaded": sum(counts.values()),
+            "not_loaded_by_rule": _counts_md(counts, "rule"),
+            "username_suffixed": suffixed,
+            "username_rule": rule,
+            "preview": _md(sample),
+            "rejected_preview": _md(rejected),
+        }
+    )
+
+
+@asset(
+    group_name="linkit",
+    partitions_def=district_partitions,
+    deps=[linkit_mart],
+    pool="linkit_api",
+    description="Create, update, assign schools, deactivate LinkIt! accounts; ledger_linkit records them.",
+)
+def linkit_staff_accounts(
+    context: AssetExecutionContext,
+    config: LinkItLoadConfig,
+    warehouse: WarehouseResource,
+    linkit: LinkItResource,
+) -> MaterializeResult:
+    district = context.partition_key
+    client = linkit.client_for(district)
+    try:
+        report = load_district(
+            district,
+            client,
+            max_deactivate_share=load_settings().linkit.max_deactivate_share,
+            run_id=context.run_id,
+            dry_run=config.dry_run,
+            confirm_deactivations=config.confirm_deactivations,
+            concurrency=linkit.concurrency,
+            connect=warehouse.connect,
+        )
+    finally:
+        client.close()
+    if report.held:
+        context.log.warning(f"LinkIt {district}: {report.held}")
+    with warehouse.connect() as con:
+        rejected = dict(
+            con.execute(
+                f"SELECT rule, count(*) FROM {REJECTED} WHERE district = ? GROUP BY rule", [district]
+            ).fetchall()
+        )
+    outcomes = report.outcomes
+    metadata = {
+        "district": district,
+        "dry_run": report.dry_run,
+        "plan": _counts_md(dict(report.plan), "action"),
+        "plan_preview": _md(report.preview if report.preview is not None else pd.DataFrame()),
+        "held": report.held or "nothing held",
+        "rejected": sum(rejected.values()),
+        "rejected_by_rule": _counts_md(rejected, "rule"),
+    }
+    if not report.dry_run:
+        for name in ("created", "updated", "reactivated", "deactivated", "adopted", "unchanged", "failed"):
+            metadata[name] = int(outcomes[name])
+        metadata["failed_by_error"] = _counts_md(dict(report.failures), "error")
+        metadata["requests"] = _counts_md(dict(report.requests), "call")
+        metadata["write_requests"] = report.write_requests
+    return MaterializeResult(metadata=metadata)

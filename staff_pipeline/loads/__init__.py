@@ -1,0 +1,1 @@
+"""Loads into the target systems: marts, diffs against ledgers, sending, journals, reconcile."""

@@ -1,0 +1,352 @@
+"""Send one LEA's Ed-Fi difference: plan in SQL, send concurrently, journal, fold into the ledger.
+
+``ledger_edfi`` holds what the API has for each identity (content hash, resource id). A run folds
+any journal left by a killed run into it first, diffs the mart against it (POST new and changed,
+DELETE what left; a key change is both, POSTs first), sends with a few threads sharing one token,
+journals each completed request, and folds again at the end. The warehouse is only opened for the
+short plan and fold steps, so other LEAs' runs are not blocked while requests are in flight.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+
+from staff_pipeline.clients.edfi import EdFiAnswer, EdFiClient
+from staff_pipeline.http import ApiError
+from staff_pipeline.loads.edfi_mart import ASSIGNMENTS, CONTACTS
+from staff_pipeline.loads.journal import Journal
+
+ConnectFn = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
+RESOURCES = (ASSIGNMENTS, CONTACTS)  # contacts need their assignments first
+TARGET = "edfi"
+
+LEDGER_DDL = """CREATE TABLE IF NOT EXISTS ledger_edfi (lea_id BIGINT, resource VARCHAR,
+    identity_hash VARCHAR, content_hash VARCHAR, resource_id VARCHAR, body VARCHAR, http_status INTEGER,
+    run_id VARCHAR, sent_at TIMESTAMPTZ)"""
+# Shared with the LinkIt load (same columns); record_key is "<resource>/<identity hash>".
+EVENTS_DDL = """CREATE TABLE IF NOT EXISTS load_events (run_id VARCHAR, target VARCHAR, partition_key VARCHAR,
+    record_key VARCHAR, action VARCHAR, ok BOOLEAN, http_status INTEGER, error VARCHAR,
+    event_at TIMESTAMPTZ)"""
+JOURNAL_COLUMNS = {
+    "run_id": "VARCHAR",
+    "resource": "VARCHAR",
+    "action": "VARCHAR",
+    "identity_hash": "VARCHAR",
+    "content_hash": "VARCHAR",
+    "resource_id": "VARCHAR",
+    "body": "VARCHAR",
+    "status": "INTEGER",
+    "ok": "BOOLEAN",
+    "message": "VARCHAR",
+}
+# Query parameters that find a record's id by its identity when the ledger has none.
+IDENTITY_QUERY = {
+    ASSIGNMENTS: ("staffUniqueId", "educationOrganizationId", "staffClassificationDescriptor", "beginDate"),
+    CONTACTS: ("staffUniqueId", "educationOrganizationId", "contactTitle"),
+}
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    resource: str
+    action: str  # create | update | delete
+    identity_hash: str
+    content_hash: str | None
+    body: str
+    resource_id: str | None
+
+
+@dataclass
+class Plan:
+    lea_id: int
+    items: list[PlanItem]
+    desired: dict[str, int]
+    in_ledger: int
+
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(f"{i.resource}:{i.action}" for i in self.items))
+
+    @property
+    def deletes(self) -> int:
+        return sum(i.action == "delete" for i in self.items)
+
+    def delete_share(self) -> float:
+        return self.deletes / self.in_ledger if self.in_ledger else 0.0
+
+    def sample(self, per_kind: int = 5) -> list[dict[str, str]]:
+        """A few planned requests per resource and action, for the dry-run report."""
+        seen: Counter[tuple[str, str]] = Counter()
+        out = []
+        for item in self.items:
+            key = (item.resource, item.action)
+            if seen[key] < per_kind:
+                seen[key] += 1
+                out.append({"resource": item.resource, "action": item.action, "body": item.body})
+        return out
+
+
+@dataclass
+class LoadReport:
+    lea_id: int
+    resource: str
+    planned: int = 0
+    unchanged: int = 0
+    sent: int = 0
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    failed: dict[str, int] = field(default_factory=dict)  # "status message" -> count
+    held: str = ""
+
+    @property
+    def failed_total(self) -> int:
+        return sum(self.failed.values())
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(LEDGER_DDL)
+    con.execute(EVENTS_DDL)
+
+
+def fold_journal(con: duckdb.DuckDBPyConnection, journal: Journal, lea_id: int) -> int:
+    """Apply completed requests to the ledger and log them as load events, then forget the journal.
+
+    Idempotent: folding the same entries twice leaves the ledger as it was. Returns entries folded.
+    """
+    ensure_tables(con)
+    count = journal.to_table(con, "_edfi_journal", JOURNAL_COLUMNS)
+    if not count:
+        journal.clear()
+        return 0
+    params = {"lea": int(lea_id)}
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE _edfi_done AS
+            SELECT * FROM _edfi_journal WHERE ok
+            QUALIFY row_number() OVER (PARTITION BY resource, identity_hash ORDER BY journaled_at DESC) = 1"""
+        )
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE _edfi_kept_ids AS
+            SELECT l.resource, l.identity_hash, l.resource_id FROM ledger_edfi l
+            JOIN _edfi_done d USING (resource, identity_hash) WHERE l.lea_id = $lea""",
+            params,
+        )
+        con.execute(
+            """DELETE FROM ledger_edfi WHERE lea_id = $lea AND (resource, identity_hash) IN
+               (SELECT (resource, identity_hash) FROM _edfi_done)""",
+            params,
+        )
+        con.execute(
+            """INSERT INTO ledger_edfi
+            SELECT $lea, d.resource, d.identity_hash, d.content_hash, coalesce(d.resource_id, k.resource_id),
+                   d.body, d.status, d.run_id, d.journaled_at
+            FROM _edfi_done d LEFT JOIN _edfi_kept_ids k USING (resource, identity_hash)
+            WHERE d.action <> 'delete'""",
+            params,
+        )
+        con.execute(
+            f"""INSERT INTO load_events (run_id, target, partition_key, record_key, action, ok, http_status,
+                   error, event_at)
+            SELECT run_id, '{TARGET}', $lea::VARCHAR, resource || '/' || identity_hash, action, ok, status,
+                   nullif(message, ''), journaled_at FROM _edfi_journal""",
+            params,
+        )
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    journal.clear()
+    return count
+
+
+def make_plan(con: duckdb.DuckDBPyConnection, lea_id: int) -> Plan:
+    """Diff the LEA's mart against its ledger: creates and updates (POST) first, then deletes."""
+    ensure_tables(con)
+    params = {"lea": int(lea_id)}
+    rows = con.execute(
+        f"""WITH desired AS (
+              SELECT '{ASSIGNMENTS}' AS resource, identity_hash, content_hash, body
+              FROM mart_edfi_assignments WHERE lea_id = $lea
+              UNION ALL
+              SELECT '{CONTACTS}', identity_hash, content_hash, body
+              FROM mart_edfi_contacts WHERE lea_id = $lea
+            ), ledger AS (SELECT * FROM ledger_edfi WHERE lea_id = $lea)
+            SELECT d.resource, CASE WHEN l.identity_hash IS NULL THEN 'create' ELSE 'update' END,
+                   d.identity_hash, d.content_hash, d.body, l.resource_id, 0 AS phase
+            FROM desired d LEFT JOIN ledger l USING (resource, identity_hash)
+            WHERE l.identity_hash IS NULL OR l.content_hash IS DISTINCT FROM d.content_hash
+            UNION ALL
+            SELECT l.resource, 'delete', l.identity_hash, NULL, l.body, l.resource_id, 1
+            FROM ledger l ANTI JOIN desired d USING (resource, identity_hash)
+            ORDER BY resource = '{CONTACTS}', phase, identity_hash""",
+        params,
+    ).fetchall()
+    desired = dict(
+        con.execute(
+            f"""SELECT '{ASSIGNMENTS}', count(*) FROM mart_edfi_assignments WHERE lea_id = $lea
+                UNION ALL SELECT '{CONTACTS}', count(*) FROM mart_edfi_contacts WHERE lea_id = $lea""",
+            params,
+        ).fetchall()
+    )
+    in_ledger = con.execute("SELECT count(*) FROM ledger_edfi WHERE lea_id = $lea", params).fetchall()[0][0]
+    items = [PlanItem(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+    return Plan(int(lea_id), items, desired, int(in_ledger))
+
+
+def _find_id(client: EdFiClient, item: PlanItem) -> str | None:
+    body = json.loads(item.body)
+    flat = {**body, **body["staffReference"], **body["educationOrganizationReference"]}
+    found = client.find(item.resource, {name: flat[name] for name in IDENTITY_QUERY[item.resource]})
+    return found[0]["id"] if found else None
+
+
+def _send_one(client: EdFiClient, item: PlanItem, run_id: str) -> dict[str, Any]:
+    """One request, answered as a journal entry; a request that never got an answer is status 0."""
+    try:
+        if item.action == "delete":
+            resource_id = item.resource_id or _find_id(client, item)
+            answer = client.delete(item.resource, resource_id) if resource_id else EdFiAnswer(404)
+            ok = answer.status in (204, 404)  # 404: already gone, which is what we wanted
+        else:
+            answer = client.upsert(item.resource, item.body)
+            ok = answer.ok
+    except ApiError as exc:
+        answer, ok = EdFiAnswer(exc.status or 0, message=str(exc)), False
+    return {
+        "run_id": run_id,
+        "resource": item.resource,
+        "action": item.action,
+        "identity_hash": item.identity_hash,
+        "content_hash": item.content_hash,
+        "resource_id": answer.resource_id or item.resource_id,
+        "body": item.body,
+        "status": answer.status,
+        "ok": ok,
+        "message": answer.message,
+    }
+
+
+def send_plan(
+    client: EdFiClient,
+    items: Iterable[PlanItem],
+    journal: Journal,
+    *,
+    run_id: str,
+    max_concurrency: int,
+    on_entry: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Send ``items`` (POSTs before DELETEs), journaling each answer in the thread that got it.
+
+    At most ``2 * max_concurrency`` requests are queued at once, so memory stays flat and an
+    interrupted run stops within a few requests.
+    """
+
+    def work(item: PlanItem) -> dict[str, Any]:
+        entry = _send_one(client, item, run_id)
+        journal.append(entry)
+        return entry
+
+    items = list(items)
+    entries: list[dict[str, Any]] = []
+    for phase in ([i for i in items if i.action != "delete"], [i for i in items if i.action == "delete"]):
+        pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="edfi")
+        try:
+            pending: set[Future[dict[str, Any]]] = set()
+            for item in phase:
+                if len(pending) >= 2 * max_concurrency:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    entries += _collect(done, on_entry)
+                pending.add(pool.submit(work, item))
+            entries += _collect(wait(pending).done, on_entry)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return entries
+
+
+def _collect(
+    done: Iterable[Future[dict[str, Any]]], on_entry: Callable[[dict[str, Any]], None] | None
+) -> list[dict[str, Any]]:
+    out = [f.result() for f in done]
+    if on_entry:
+        for entry in out:
+            on_entry(entry)
+    return out
+
+
+def summarise(lea_id: int, resource: str, plan: Plan, entries: list[dict[str, Any]]) -> LoadReport:
+    report = LoadReport(lea_id, resource)
+    report.planned = sum(i.resource == resource for i in plan.items)
+    changed = sum(i.resource == resource and i.action != "delete" for i in plan.items)
+    report.unchanged = plan.desired.get(resource, 0) - changed
+    report.sent = len(entries)
+    failed: Counter[str] = Counter()
+    for e in entries:
+        if not e["ok"]:
+            failed[f"{e['status']} {e['message']}"[:300]] += 1
+        elif e["action"] == "delete":
+            report.deleted += 1
+        elif e["status"] == 201:
+            report.created += 1
+        else:
+            report.updated += 1
+    report.failed = dict(failed)
+    return report
+
+
+def load_resource(
+    connect: ConnectFn,
+    client: EdFiClient,
+    lea_id: int,
+    resource: str,
+    *,
+    run_id: str,
+    max_concurrency: int,
+    max_delete_share: float,
+    dry_run: bool = False,
+    confirm_deletes: bool = False,
+    on_entry: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[LoadReport, Plan]:
+    """Bring one resource of one LEA to the mart's state; returns the report and the whole LEA's plan.
+
+    The delete threshold looks at the whole LEA (both resources), so a broken source holds every
+    request of the LEA until someone confirms. Whatever happens while sending, the completed
+    requests are folded into the ledger before returning or raising.
+    """
+    journal = Journal(TARGET, str(lea_id))
+    with connect() as con:
+        fold_journal(con, journal, lea_id)
+        plan = make_plan(con, lea_id)
+    if dry_run:
+        report = summarise(lea_id, resource, plan, [])
+        report.held = "dry run: nothing sent"
+        return report, plan
+    if plan.delete_share() > max_delete_share and not confirm_deletes:
+        report = summarise(lea_id, resource, plan, [])
+        report.held = (
+            f"held: the plan deletes {plan.deletes} of {plan.in_ledger} records ({plan.delete_share():.0%}), "
+            f"above max_delete_share {max_delete_share:.0%}; nothing sent. Check the source, then run "
+            "again with confirm_deletes: true"
+        )
+        return report, plan
+    try:
+        entries = send_plan(
+            client,
+            (i for i in plan.items if i.resource == resource),
+            journal,
+            run_id=run_id,
+            max_concurrency=max_concurrency,
+            on_entry=on_entry,
+        )
+    finally:
+        with connect() as con:
+            fold_journal(con, journal, lea_id)
+    return summarise(lea_id, resource, plan, entries), plan

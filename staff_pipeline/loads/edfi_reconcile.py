@@ -1,0 +1,114 @@
+"""Reconcile: read an LEA's records back from the API and make the ledger say what the API has.
+
+Someone may have changed records by hand, a ledger may have been restored from an old backup, or a
+load may have died between a request and its journal line. Reconcile pages through the resource
+(offset/limit, 500 a page), keeps the records of the LEA's education organisations, rebuilds each
+record's identity and content hash with the mart's own SQL, and replaces the LEA's ledger rows for
+that resource. The next diff then sends exactly what the API lacks and deletes what it should not
+hold (still subject to the delete threshold).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from staff_pipeline.clients.edfi import EdFiClient
+from staff_pipeline.loads.edfi import TARGET, ConnectFn, ensure_tables
+from staff_pipeline.loads.edfi_mart import (
+    ASSIGNMENT_BODY,
+    ASSIGNMENT_IDENTITY,
+    ASSIGNMENTS,
+    CONTACT_BODY,
+    CONTACT_IDENTITY,
+    CONTACTS,
+)
+
+_COLUMNS = {
+    ASSIGNMENTS: """json_extract_string(j, '$.staffReference.staffUniqueId') AS staff_unique_id,
+        json_extract(j, '$.educationOrganizationReference.educationOrganizationId')::BIGINT
+            AS education_organization_id,
+        json_extract_string(j, '$.staffClassificationDescriptor') AS staff_classification_descriptor,
+        json_extract_string(j, '$.beginDate')::DATE AS begin_date,
+        json_extract_string(j, '$.endDate')::DATE AS end_date,
+        json_extract_string(j, '$.positionTitle') AS position_title,
+        json_extract(j, '$.orderOfAssignment')::INTEGER AS order_of_assignment,
+        json_extract(j, '$.fullTimeEquivalency')::DOUBLE AS full_time_equivalency""",
+    CONTACTS: """
+        json_extract_string(j, '$.staffReference.staffUniqueId') AS staff_unique_id,
+        json_extract(j, '$.educationOrganizationReference.educationOrganizationId')::BIGINT
+            AS education_organization_id,
+        json_extract_string(j, '$.contactTitle') AS contact_title,
+        json_extract_string(j, '$.electronicMailAddress') AS electronic_mail_address""",
+}
+_HASHES = {
+    ASSIGNMENTS: (ASSIGNMENT_IDENTITY, ASSIGNMENT_BODY),
+    CONTACTS: (CONTACT_IDENTITY, CONTACT_BODY),
+}
+
+
+def reconcile(
+    connect: ConnectFn,
+    client: EdFiClient,
+    lea_id: int,
+    resource: str,
+    edorg_ids: list[int],
+    *,
+    run_id: str,
+) -> dict[str, int]:
+    """Replace the LEA's ledger rows of ``resource`` by what the API holds; returns what differed."""
+    ids: list[str] = []
+    raw: list[str] = []
+    for page in client.pages(resource):
+        for record in page:
+            ids.append(str(record["id"]))
+            raw.append(json.dumps(record))
+    api = pd.DataFrame({"resource_id": pd.Series(ids, dtype=str), "j": pd.Series(raw, dtype=str)})
+    identity, body = _HASHES[resource]
+    params = {"lea": int(lea_id), "resource": resource, "run_id": run_id}
+    with connect() as con:
+        ensure_tables(con)
+        con.register("_edfi_api_raw", api)
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE _edfi_api AS
+            SELECT resource_id, {identity} AS identity_hash, md5({body}) AS content_hash, {body} AS body
+            FROM (SELECT resource_id, {_COLUMNS[resource]} FROM _edfi_api_raw)
+            WHERE education_organization_id IN (SELECT unnest($edorgs::BIGINT[]))""",
+            {"edorgs": [int(e) for e in edorg_ids]},
+        )
+        con.unregister("_edfi_api_raw")
+        counts = con.execute(
+            """WITH l AS (SELECT * FROM ledger_edfi WHERE lea_id = $lea AND resource = $resource)
+            SELECT (SELECT count(*) FROM _edfi_api),
+                   (SELECT count(*) FROM l),
+                   (SELECT count(*) FROM l ANTI JOIN _edfi_api a USING (identity_hash)),
+                   (SELECT count(*) FROM _edfi_api a ANTI JOIN l USING (identity_hash)),
+                   (SELECT count(*) FROM l JOIN _edfi_api a USING (identity_hash)
+                    WHERE l.content_hash IS DISTINCT FROM a.content_hash
+                       OR l.resource_id IS DISTINCT FROM a.resource_id)""",
+            {"lea": int(lea_id), "resource": resource},
+        ).fetchall()[0]
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(
+                "DELETE FROM ledger_edfi WHERE lea_id = $lea AND resource = $resource",
+                {"lea": int(lea_id), "resource": resource},
+            )
+            con.execute(
+                """INSERT INTO ledger_edfi SELECT $lea, $resource, identity_hash, content_hash, resource_id,
+                       body, NULL, $run_id, now() FROM _edfi_api""",
+                params,
+            )
+            con.execute(
+                f"""INSERT INTO load_events (run_id, target, partition_key, record_key, action, ok, error,
+                       event_at)
+                VALUES ($run_id, '{TARGET}', $lea::VARCHAR, $resource, 'reconcile', true, $message, now())""",
+                {**params, "message": f"reconciled: {counts[0]} in API, {counts[1]} in ledger before"},
+            )
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+    names = ("in_api", "in_ledger_before", "missing_in_api", "unknown_to_ledger", "differing")
+    return dict(zip(names, (int(c) for c in counts), strict=True))

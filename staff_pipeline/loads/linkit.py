@@ -1,0 +1,383 @@
+"""LinkIt! load of one district: diff the mart against the ledger, send, journal, fold.
+
+The diff is SQL (``mart_linkit_staff`` full-outer-joined to ``ledger_linkit`` on LocalCode):
+create, update (content hash changed), reactivate, schools (assign/unassign), deactivate
+(never delete), unchanged. An unchanged district sends nothing but its reads of the warehouse.
+
+Creates are not idempotent. Before each create the journal gets an *intent* line; the ledger
+remembers an intent that never completed as ``pending``, and the next run looks that person up by
+LocalCode before creating again. A create answered ``Result: ERROR`` because the UserName or
+LocalCode exists (an account made by hand, a lost ledger) is resolved the same way: look up,
+adopt, then bring the adopted account to the desired state. An account found only by UserName with
+another LocalCode belongs to someone else and is reported, never taken over.
+
+The warehouse is opened twice, briefly (plan; fold), never while requests are in flight.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from staff_pipeline import warehouse
+from staff_pipeline.clients.linkit import LinkItClient, LinkItError
+from staff_pipeline.http import ApiError
+from staff_pipeline.loads.journal import Journal
+from staff_pipeline.loads.linkit_mart import FIELD_OF, LEDGER, MART, ensure_tables
+
+log = logging.getLogger(__name__)
+
+TARGET = "linkit"
+EVENTS_DDL = """
+CREATE TABLE IF NOT EXISTS load_events (
+    run_id VARCHAR, target VARCHAR, partition_key VARCHAR, record_key VARCHAR, action VARCHAR,
+    ok BOOLEAN, http_status INTEGER, error VARCHAR, event_at TIMESTAMPTZ
+)"""
+JOURNAL_COLUMNS = {
+    "seq": "BIGINT",
+    "kind": "VARCHAR",
+    "run_id": "VARCHAR",
+    "local_code": "VARCHAR",
+    "person_id": "VARCHAR",
+    "action": "VARCHAR",
+    "ok": "BOOLEAN",
+    "user_id": "BIGINT",
+    "user_name": "VARCHAR",
+    "role": "VARCHAR",
+    "content_hash": "VARCHAR",
+    "school_ids": "BIGINT[]",
+    "status": "VARCHAR",
+    "http_status": "INTEGER",
+    "error": "VARCHAR",
+}
+
+PLAN_SQL = f"""
+SELECT coalesce(m.local_code, l.local_code) AS local_code, coalesce(m.person_id, l.person_id) AS person_id,
+       m.user_name, m.role, m.first_name, m.last_name, m.email_address, m.phone_number,
+       m.local_code AS m_code,
+       m.state_code, m.school_ids, m.content_hash, l.user_id, l.status AS ledger_status,
+       coalesce(l.school_ids, []::BIGINT[]) AS ledger_school_ids,
+       CASE
+         WHEN m.local_code IS NULL THEN CASE WHEN l.status IN ('active', 'pending') THEN 'deactivate' END
+         WHEN l.local_code IS NULL OR l.status IN ('pending', 'absent') THEN 'create'
+         WHEN l.status = 'inactive' THEN 'reactivate'
+         WHEN m.content_hash IS DISTINCT FROM l.content_hash THEN 'update'
+         WHEN list_sort(m.school_ids) <> list_sort(coalesce(l.school_ids, []::BIGINT[])) THEN 'schools'
+         ELSE 'unchanged'
+       END AS action,
+       l.status = 'pending' AS lookup_first
+FROM (SELECT * FROM {MART} WHERE district = $district) m
+FULL OUTER JOIN (SELECT * FROM {LEDGER} WHERE district = $district) l ON m.local_code = l.local_code
+"""
+
+
+@dataclass
+class LoadReport:
+    """What a district's load did (or, in a dry run, would do)."""
+
+    district: str
+    dry_run: bool
+    plan: Counter = field(default_factory=Counter)
+    outcomes: Counter = field(default_factory=Counter)
+    failures: Counter = field(default_factory=Counter)
+    held: str = ""
+    requests: Counter = field(default_factory=Counter)
+    preview: pd.DataFrame | None = None
+
+    @property
+    def write_requests(self) -> int:
+        return sum(n for call, n in self.requests.items() if not call.startswith("GET"))
+
+
+def _fields(row: dict[str, Any]) -> dict[str, Any]:
+    """The LinkIt fields of a desired account (Role and every limited field; None clears a value)."""
+    out: dict[str, Any] = {"Role": row["role"]}
+    for column, name in FIELD_OF.items():
+        out[name] = row["m_code"] if column == "local_code" else row[column]
+    return out
+
+
+def _same(name: str, have: Any, want: Any) -> bool:
+    if name == "Role":
+        return str(have or "").upper() == str(want or "").upper()
+    return (have or None) == (want or None)
+
+
+class _Sender:
+    """Sends one district's plan; every completed request becomes a journal line."""
+
+    def __init__(self, client: LinkItClient, journal: Journal, run_id: str) -> None:
+        self.client = client
+        self.journal = journal
+        self.run_id = run_id
+        self._seq = itertools.count()
+
+    def _log(self, row: dict[str, Any], action: str, **entry: Any) -> None:
+        self.journal.append(
+            {
+                "seq": next(self._seq),
+                "run_id": self.run_id,
+                "local_code": row["local_code"],
+                "person_id": row["person_id"],
+                "action": action,
+                **entry,
+            }
+        )
+
+    def _done(
+        self, row: dict[str, Any], action: str, user: dict[str, Any] | None, content_hash: Any = None
+    ) -> None:
+        if user is None:
+            state: dict[str, Any] = {"user_id": None, "status": "absent"}
+        else:
+            state = {
+                "user_id": user["UserID"],
+                "user_name": user["UserName"],
+                "role": user["Role"].upper(),
+                "school_ids": sorted(s["SchoolID"] for s in user["Schools"]),
+                "status": user["Status"].lower(),
+            }
+        self._log(row, action, kind="done", ok=True, content_hash=content_hash, **state)
+
+    def process(self, row: dict[str, Any]) -> tuple[str, str | None]:
+        """Bring one account to its desired state; returns (outcome, error text or None)."""
+        action = row["action"]
+        try:
+            if action == "create":
+                return self._create(row), None
+            if action == "deactivate":
+                return self._deactivate(row), None
+            schools = [{"SchoolID": s} for s in row["ledger_school_ids"]]
+            if action in ("update", "reactivate"):
+                fields = _fields(row) | ({"Status": "Active"} if action == "reactivate" else {})
+                user = self.client.update_staff(row["user_id"], fields)
+                self._done(row, action, user, row["content_hash"])
+                schools = user["Schools"]
+            self._sync_schools(row, row["user_id"], schools)
+            return ("reactivated" if action == "reactivate" else "updated"), None
+        except ApiError as exc:
+            error = exc.error if isinstance(exc, LinkItError) and exc.error else str(exc)
+            self._log(row, action, kind="done", ok=False, http_status=exc.status, error=error)
+            return "failed", error
+
+    def _lookup(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        """The account holding this LocalCode; an account holding only the UserName is someone else's."""
+        found = self.client.find_staff(local_code=row["local_code"])
+        if found:
+            return found[0]
+        if row.get("user_name") and (other := self.client.find_staff(username=row["user_name"])):
+            error = (
+                f"UserName {row['user_name']} belongs to another LinkIt account "
+                f"(LocalCode {other[0]['LocalCode']}); not adopted"
+            )
+            raise LinkItError(error, error=error)
+        return None
+
+    def _create(self, row: dict[str, Any]) -> str:
+        user = self._lookup(row) if row["lookup_first"] else None
+        if user is None:
+            fields = _fields(row)
+            if row["school_ids"]:
+                fields["SchoolID"] = row["school_ids"][0]
+            self._log(row, "create", kind="intent")
+            try:
+                user = self.client.create_staff(fields)
+            except LinkItError as exc:
+                if not exc.already_exists or (user := self._lookup(row)) is None:
+                    raise
+            else:
+                self._done(row, "create", user, row["content_hash"])
+                self._sync_schools(row, user["UserID"], user["Schools"])
+                return "created"
+        self._converge(row, user)
+        return "adopted"
+
+    def _converge(self, row: dict[str, Any], user: dict[str, Any]) -> None:
+        """Make an adopted account match the mart (fields, status, schools)."""
+        diff = {
+            name: value
+            for name, value in _fields(row).items()
+            if not (name == "LastName" and value is None) and not _same(name, user.get(name), value)
+        }
+        if user["Status"].lower() != "active":
+            diff["Status"] = "Active"
+        if diff:
+            user = self.client.update_staff(user["UserID"], diff)
+        self._done(row, "adopt", user, row["content_hash"])
+        self._sync_schools(row, user["UserID"], user["Schools"])
+
+    def _sync_schools(self, row: dict[str, Any], user_id: int, current: list[dict[str, Any]]) -> None:
+        have = {s["SchoolID"] for s in current}
+        want = set(row["school_ids"] if row["school_ids"] is not None else [])
+        for school in sorted(want - have):
+            self._done(row, "assign", self.client.assign_school(user_id, school))
+        for school in sorted(have - want):
+            self._done(row, "unassign", self.client.unassign_school(user_id, school))
+
+    def _deactivate(self, row: dict[str, Any]) -> str:
+        user_id = row["user_id"]
+        if user_id is None or pd.isna(user_id):  # a create whose outcome was never recorded
+            user = self._lookup(row)
+            if user is None:
+                self._done(row, "lookup", None)
+                return "unchanged"
+            user_id = user["UserID"]
+        self._done(row, "deactivate", self.client.update_staff(int(user_id), {"Status": "Inactive"}))
+        return "deactivated"
+
+
+# -- warehouse side ------------------------------------------------------------------------
+def fold_journal(con: duckdb.DuckDBPyConnection, journal: Journal, district: str) -> int:
+    """Fold completed requests into ``ledger_linkit`` and ``load_events``, then clear the journal.
+
+    The ledger row of a LocalCode takes the account state of its last successful request, and the
+    content hash of the last request that wrote fields. An intent with no success after it leaves
+    a ``pending`` row, which makes the next run look the person up before creating.
+    """
+    ensure_tables(con)
+    con.execute(EVENTS_DDL)
+    if journal.to_table(con, "lk_journal", JOURNAL_COLUMNS) == 0:
+        journal.clear()
+        return 0
+    params = {"district": district}
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE lk_fold AS
+            WITH j AS (SELECT *, row_number() OVER (ORDER BY journaled_at, seq) AS n FROM lk_journal),
+            last_ok AS (SELECT * FROM j WHERE kind = 'done' AND ok
+                        QUALIFY row_number() OVER (PARTITION BY local_code ORDER BY n DESC) = 1),
+            hashes AS (SELECT local_code, arg_max(content_hash, n) AS content_hash FROM j
+                       WHERE kind = 'done' AND ok AND content_hash IS NOT NULL GROUP BY local_code),
+            pending AS (SELECT local_code, arg_max(person_id, n) AS person_id, max(n) AS n FROM j
+                        WHERE kind = 'intent' GROUP BY local_code)
+            SELECT coalesce(o.local_code, p.local_code) AS local_code,
+                   coalesce(o.person_id, p.person_id) AS person_id,
+                   o.user_id, o.user_name, o.role, h.content_hash, o.school_ids,
+                   CASE WHEN o.n IS NULL OR p.n > o.n THEN 'pending' ELSE o.status END AS status,
+                   o.action AS last_action, coalesce(o.run_id, '') AS run_id
+            FROM last_ok o FULL OUTER JOIN pending p USING (local_code)
+            LEFT JOIN hashes h USING (local_code)
+            """
+        )
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE lk_merged AS
+            SELECT $district AS district, f.local_code, coalesce(f.person_id, l.person_id) AS person_id,
+                   coalesce(f.user_id, l.user_id) AS user_id, coalesce(f.user_name, l.user_name) AS user_name,
+                   coalesce(f.role, l.role) AS role, coalesce(f.content_hash, l.content_hash) AS content_hash,
+                   coalesce(f.school_ids, l.school_ids) AS school_ids,
+                   CASE WHEN f.status = 'pending' AND l.status IN ('active', 'inactive') THEN l.status
+                        ELSE f.status END AS status,
+                   coalesce(f.last_action, l.last_action) AS last_action, f.run_id, now() AS updated_at
+            FROM lk_fold f LEFT JOIN (SELECT * FROM {LEDGER} WHERE district = $district) l USING (local_code)
+            """,
+            params,
+        )
+        con.execute(
+            f"DELETE FROM {LEDGER} WHERE district = $district "
+            "AND local_code IN (SELECT local_code FROM lk_merged)",
+            params,
+        )
+        con.execute(f"INSERT INTO {LEDGER} SELECT * FROM lk_merged")
+        con.execute(
+            "INSERT INTO load_events SELECT run_id, 'linkit', $district, local_code, action, ok, "
+            "http_status, error, journaled_at FROM lk_journal WHERE kind = 'done'",
+            params,
+        )
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    folded = con.execute("SELECT count(*) FROM lk_journal").fetchone()[0]
+    journal.clear()
+    return int(folded)
+
+
+def plan_district(con: duckdb.DuckDBPyConnection, district: str) -> tuple[pd.DataFrame, int]:
+    """The actions that differ from the ledger, and the district's active account count."""
+    ensure_tables(con)
+    params = {"district": district}
+    plan = con.execute(
+        f"SELECT * FROM ({PLAN_SQL}) WHERE action IS NOT NULL AND action <> 'unchanged' ORDER BY local_code",
+        params,
+    ).df()
+    unchanged = con.execute(
+        f"SELECT count(*) FROM ({PLAN_SQL}) WHERE action = 'unchanged'", params
+    ).fetchone()[0]
+    active = con.execute(
+        f"SELECT count(*) FROM {LEDGER} WHERE district = $district AND status = 'active'", params
+    ).fetchone()[0]
+    plan.attrs["unchanged"] = int(unchanged)
+    return plan, int(active)
+
+
+def _rows(plan: pd.DataFrame) -> Iterator[dict[str, Any]]:
+    for row in plan.to_dict("records"):
+        for key in ("school_ids", "ledger_school_ids"):
+            value = row.get(key)
+            row[key] = [int(v) for v in value] if value is not None and not _is_na(value) else []
+        yield row
+
+
+def _is_na(value: Any) -> bool:
+    return isinstance(value, float) and pd.isna(value)
+
+
+def load_district(
+    district: str,
+    client: LinkItClient,
+    *,
+    max_deactivate_share: float,
+    run_id: str,
+    dry_run: bool = False,
+    confirm_deactivations: bool = False,
+    concurrency: int = 8,
+    journal: Journal | None = None,
+    connect: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]] = warehouse.connect,
+) -> LoadReport:
+    """Plan, hold what needs a person's confirmation, send, and fold the journal into the ledger."""
+    journal = journal or Journal(TARGET, district)
+    report = LoadReport(district, dry_run)
+    with connect() as con:
+        fold_journal(con, journal, district)  # a killed run's completed requests come first
+        plan, active = plan_district(con, district)
+    report.plan = Counter(plan["action"])
+    report.outcomes["unchanged"] = plan.attrs["unchanged"]
+    report.preview = plan[["action", "local_code", "user_name", "role", "school_ids", "user_id"]].head(20)
+    deactivations = report.plan["deactivate"]
+    if deactivations and not confirm_deactivations and deactivations > max_deactivate_share * max(active, 1):
+        report.held = (
+            f"{deactivations} of {active} active accounts would be deactivated "
+            f"(more than {max_deactivate_share:.0%}): deactivations held until confirmed "
+            "(run config confirm_deactivations: true)"
+        )
+        report.outcomes["held"] = deactivations
+        plan = plan[plan["action"] != "deactivate"]
+    if dry_run:
+        return report
+    sender = _Sender(client, journal, run_id)
+    pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="linkit")
+    try:
+        for outcome, error in pool.map(sender.process, _rows(plan)):
+            report.outcomes[outcome] += 1
+            if error:
+                report.failures[error] += 1
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # on a crash, start nothing new
+        report.requests = Counter(client.requests)
+        with connect() as con:
+            fold_journal(con, journal, district)
+    for error, count in report.failures.most_common(5):
+        log.warning("LinkIt %s: %d account(s) failed: %s", district, count, error)
+    return report

@@ -1,0 +1,557 @@
+"""Stand-in of an Ed-Fi ODS/API 7.x as WISEdata runs it: the staff association resources, strictly.
+
+Validation is driven by the official OpenAPI description (``edfi_openapi.json``): required fields,
+types, lengths, date formats, and identity (``x-Ed-Fi-isIdentity`` fields plus the required
+references). WISEdata rules on top: per-LEA client keys that may only touch their own LEA's
+education organisations, staff records come from WISEid (provisioned with :meth:`add_staff`, not
+POSTed), and a contact association needs an assignment or employment association of that staff in
+the LEA first. It also serves the discovery documents (root, OpenAPI, dependencies) that generic
+loaders such as Education Analytics' lightbeam read.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import re
+import threading
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from staff_pipeline import vocab
+from staff_pipeline.config import load_organisations
+from staff_pipeline.standins.common import Knobs, Request, Response, StandIn, TokenStore
+
+OPENAPI_PATH = Path(__file__).with_name("edfi_openapi.json")
+DATA_PREFIX = "/data/v3/ed-fi/"
+RESOURCES = (
+    "staffs",
+    "staffEducationOrganizationEmploymentAssociations",
+    "staffEducationOrganizationAssignmentAssociations",
+    "staffEducationOrganizationContactAssociations",
+)
+_DESCRIPTOR_URI = re.compile(r"^uri://[^/#]+/(?P<name>[A-Za-z]+Descriptor)#(?P<code>.+)$")
+_MAX_LIMIT = 500
+_PREREQUISITES = (
+    "staffEducationOrganizationAssignmentAssociations",
+    "staffEducationOrganizationEmploymentAssociations",
+)
+
+
+def problem(status: int, type_: str, title: str, detail: str, **extra: Any) -> Response:
+    """An RFC 7807 ProblemDetails answer as ODS/API 7.2+ sends it."""
+    body = {
+        "type": type_,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "correlationId": uuid.uuid4().hex,
+        "validationErrors": extra.pop("validation_errors", {}),
+        "errors": extra.pop("errors", []),
+    }
+    return Response.json(status, body)
+
+
+def _bad_request(errors: dict[str, list[str]]) -> Response:
+    return problem(
+        400,
+        "urn:ed-fi:api:bad-request:data-validation-failed",
+        "Data Validation Failed",
+        "Data validation failed. See 'validationErrors' for details.",
+        validation_errors=errors,
+    )
+
+
+@dataclass
+class _Resource:
+    """One resource's schema facts and its records (``id`` -> body) with an identity index."""
+
+    name: str
+    schema: dict[str, Any]
+    identity: list[tuple[str, ...]]
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    by_identity: dict[tuple, str] = field(default_factory=dict)
+
+    def key(self, body: dict[str, Any]) -> tuple:
+        return tuple(_get(body, path) for path in self.identity)
+
+
+def _get(body: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = body
+    for part in path:
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+class EdFiStandIn(StandIn):
+    name = "edfi"
+
+    def __init__(self, knobs: Knobs | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(knobs, host, port)
+        self.openapi = json.loads(OPENAPI_PATH.read_text(encoding="utf-8"))
+        self._schemas = self.openapi["components"]["schemas"]
+        self.tokens = TokenStore(self.knobs)
+        self.clients: dict[str, tuple[str, frozenset[int] | None]] = {}
+        self.edorg_lea: dict[int, int] = {}
+        self.classifications = frozenset(vocab.staff_classifications())
+        self.resources = {
+            name: _Resource(name, schema, self._identity_paths(schema))
+            for name, schema in (
+                (name, self._schemas[f"edFi_{name[:-1] if name != 'staffs' else 'staff'}"])
+                for name in RESOURCES
+            )
+        }
+        # (staffUniqueId, LEA) -> number of assignment/employment associations: the contact prerequisite.
+        self._staff_in_lea: Counter[tuple[str, int | None]] = Counter()
+        self._lock = threading.RLock()
+        self._etags = itertools.count(1)
+
+    # -- provisioning (tests, demo) ----------------------------------------------------------------
+    def add_organisations(self, lea_id: int, school_ids: list[int]) -> None:
+        """Make the LEA and its schools known education organisations."""
+        with self._lock:
+            self.edorg_lea[int(lea_id)] = int(lea_id)
+            for school in school_ids:
+                self.edorg_lea[int(school)] = int(lea_id)
+
+    def load_organisations(self, config_dir: Path | None = None) -> None:
+        """The LEAs and schools of ``organisations.csv``."""
+        orgs = load_organisations(config_dir)
+        for lea_id, group in orgs.groupby("lea_id"):
+            self.add_organisations(int(lea_id), [int(s) for s in group["school_id"]])
+
+    def add_client(self, client_id: str, secret: str, lea_id: int | None = None) -> None:
+        """A key for one LEA (``lea_id``), or a state-wide key when ``lea_id`` is None."""
+        self.clients[client_id] = (secret, None if lea_id is None else frozenset({int(lea_id)}))
+
+    def add_staff(self, lea_id: int | None, staff_unique_id: str) -> None:
+        """What WISEid would hold: the staff record a vendor's associations refer to."""
+        staffs = self.resources["staffs"]
+        with self._lock:
+            if (staff_unique_id,) not in staffs.by_identity:
+                body = {
+                    "staffUniqueId": staff_unique_id,
+                    "firstName": "WISEid",
+                    "lastSurname": staff_unique_id,
+                }
+                self._store(staffs, body)
+
+    def seed_demo(self) -> list[str]:
+        self.load_organisations()
+        self.add_client("demo-state", "demo-state-secret")
+        lines = ["client demo-state / demo-state-secret (all LEAs)"]
+        for lea in sorted({lea for lea in self.edorg_lea.values()}):
+            self.add_client(f"demo-{lea}", f"demo-{lea}-secret", lea)
+            lines.append(f"client demo-{lea} / demo-{lea}-secret (LEA {lea})")
+        lines.append("staff are provisioned by the demo (WISEids); POST associations under /data/v3/ed-fi/")
+        return lines
+
+    def records(self, resource: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(r) for r in self.resources[resource].records.values()]
+
+    def writes(self) -> list:
+        """Recorded POST/PUT/DELETE requests to the data API (not token requests)."""
+        return [r for r in self.requests_to(path_prefix=DATA_PREFIX) if r.method in ("POST", "PUT", "DELETE")]
+
+    # -- schema ------------------------------------------------------------------------------------
+    def _resolve(self, schema: dict[str, Any]) -> dict[str, Any]:
+        ref = schema.get("$ref")
+        return self._schemas[ref.rsplit("/", 1)[1]] if ref else schema
+
+    def _identity_paths(self, schema: dict[str, Any]) -> list[tuple[str, ...]]:
+        """Identity = fields marked x-Ed-Fi-isIdentity plus the identity of required references."""
+        paths: list[tuple[str, ...]] = []
+        required = set(schema.get("required", []))
+        for name, prop in schema["properties"].items():
+            if prop.get("x-Ed-Fi-isIdentity"):
+                paths.append((name,))
+            elif "$ref" in prop and name in required:
+                target = self._resolve(prop)
+                paths += [
+                    (name, sub) for sub, p in target["properties"].items() if p.get("x-Ed-Fi-isIdentity")
+                ]
+        return paths
+
+    def _validate(self, schema: dict[str, Any], body: Any, path: str, errors: dict[str, list[str]]) -> None:
+        schema = self._resolve(schema)
+        if not isinstance(body, dict):
+            errors.setdefault(path, []).append("must be an object")
+            return
+        props = schema.get("properties", {})
+        for name in schema.get("required", []):
+            if body.get(name) is None:
+                errors.setdefault(f"{path}.{name}", []).append(f"{name} is required.")
+        for name, value in body.items():
+            where = f"{path}.{name}"
+            if name not in props or (name == "id" and path == "$"):
+                errors.setdefault(where, []).append(
+                    "Resource identifiers cannot be assigned by the client."
+                    if name == "id"
+                    else f"'{name}' is not a known property."
+                )
+                continue
+            if name in ("_etag", "_lastModifiedDate", "link"):
+                continue
+            prop = props[name]
+            if value is None:
+                if not prop.get("x-nullable") and name in schema.get("required", []):
+                    errors.setdefault(where, []).append(f"{name} is required.")
+                continue
+            self._validate_value(prop, value, where, name, errors)
+
+    def _validate_value(
+        self, prop: dict[str, Any], value: Any, where: str, name: str, errors: dict[str, list[str]]
+    ) -> None:
+        if "$ref" in prop:
+            self._validate(prop, value, where, errors)
+            return
+        kind = prop.get("type")
+        fail = errors.setdefault(where, [])
+        if kind == "array":
+            if not isinstance(value, list):
+                fail.append("must be an array")
+            else:
+                for i, item in enumerate(value):
+                    self._validate(prop["items"], item, f"{where}[{i}]", errors)
+        elif kind == "string":
+            if not isinstance(value, str):
+                fail.append(f"{name} must be a string.")
+            elif prop.get("format") == "date":
+                try:
+                    date.fromisoformat(value)
+                except ValueError:
+                    fail.append(f"{name} must be a date (yyyy-mm-dd).")
+            elif len(value) > prop.get("maxLength", 10**9) or len(value) < prop.get("minLength", 0):
+                fail.append(
+                    f"{name} must be a string with a minimum length of {prop.get('minLength', 0)} "
+                    f"and a maximum length of {prop.get('maxLength')}."
+                )
+            elif name.endswith("Descriptor"):
+                self._validate_descriptor(name, value, fail)
+        elif kind == "integer":
+            if not isinstance(value, int) or isinstance(value, bool):
+                fail.append(f"{name} must be an integer.")
+            elif prop.get("format") == "int32" and not -(2**31) <= value < 2**31:
+                fail.append(f"{name} is out of range for int32.")
+        elif kind == "number":
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                fail.append(f"{name} must be a number.")
+            elif "minimum" in prop and value < prop["minimum"]:
+                fail.append(f"{name} must be at least {prop['minimum']}.")
+        elif kind == "boolean" and not isinstance(value, bool):
+            fail.append(f"{name} must be a boolean.")
+        if not fail:
+            del errors[where]
+
+    def _validate_descriptor(self, name: str, value: str, fail: list[str]) -> None:
+        match = _DESCRIPTOR_URI.match(value)
+        expected = name[0].upper() + name[1:]
+        if not match or not expected.endswith(match["name"]):
+            fail.append(f"{name} value '{value}' is not a valid {expected} URI.")
+        elif match["name"] == "StaffClassificationDescriptor" and (
+            not value.startswith(vocab.STAFF_CLASSIFICATION_NAMESPACE + "#")
+            or match["code"] not in self.classifications
+        ):
+            fail.append(f"{name} value '{value}' does not exist.")
+
+    # -- HTTP --------------------------------------------------------------------------------------
+    def handle(self, request: Request) -> Response:
+        base = f"http://{request.headers.get('host', self.url.removeprefix('http://'))}"
+        path = request.path.rstrip("/") or "/"
+        if path == "/oauth/token" and request.method == "POST":
+            return self._token(request)
+        if request.method == "GET" and path in (
+            "/",
+            "/metadata",
+            "/metadata/data/v3/resources/swagger.json",
+            "/metadata/data/v3/dependencies",
+        ):
+            return self._discovery(path, base)
+        if not request.path.startswith(DATA_PREFIX):
+            return problem(404, "urn:ed-fi:api:not-found", "Not Found", f"No route for {request.path}.")
+        auth = self.tokens.check(request.headers.get("authorization"))
+        if auth is None:
+            return problem(
+                401,
+                "urn:ed-fi:api:security:authentication",
+                "Authentication Failed",
+                "The caller could not be authenticated (missing, unknown or expired token).",
+            )
+        client_id, _ = auth
+        leas = self.clients[client_id][1]
+        parts = request.path[len(DATA_PREFIX) :].strip("/").split("/")
+        resource = self.resources.get(parts[0])
+        if resource is None or len(parts) > 2:
+            return problem(404, "urn:ed-fi:api:not-found", "Not Found", f"No resource at {request.path}.")
+        record_id = parts[1] if len(parts) == 2 else None
+        with self._lock:
+            if request.method == "GET":
+                return self._get(resource, record_id, request, leas)
+            if request.method == "POST" and record_id is None:
+                return self._post(resource, request, leas, base)
+            if request.method == "PUT" and record_id:
+                return self._put(resource, record_id, request, leas)
+            if request.method == "DELETE" and record_id:
+                return self._delete(resource, record_id, leas)
+        return problem(
+            405,
+            "urn:ed-fi:api:method-not-allowed",
+            "Method Not Allowed",
+            f"{request.method} is not allowed on {request.path}.",
+        )
+
+    def _token(self, request: Request) -> Response:
+        ctype = request.headers.get("content-type", "")
+        try:
+            form = (
+                request.json()
+                if "json" in ctype
+                else {k: v[0] for k, v in parse_qs(request.body.decode("utf-8")).items()}
+            )
+        except (ValueError, UnicodeDecodeError):
+            form = {}
+        client_id, secret = form.get("client_id"), form.get("client_secret")
+        header = request.headers.get("authorization", "")
+        if header.startswith("Basic "):
+            try:
+                client_id, _, secret = base64.b64decode(header[6:]).decode("utf-8").partition(":")
+            except (ValueError, UnicodeDecodeError):
+                client_id = None
+        if form.get("grant_type") != "client_credentials":
+            return Response.json(400, {"error": "unsupported_grant_type"})
+        known = self.clients.get(client_id or "")
+        if known is None or known[0] != secret:
+            return Response.json(401, {"error": "invalid_client"})
+        issued = self.tokens.issue(client_id)
+        if issued is None:
+            return problem(
+                429,
+                "urn:ed-fi:api:security:authentication:too-many-tokens",
+                "Too Many Tokens",
+                "The client has too many active tokens; reuse a token until it expires.",
+            )
+        token, ttl = issued
+        return Response.json(200, {"access_token": token, "expires_in": ttl, "token_type": "bearer"})
+
+    def _discovery(self, path: str, base: str) -> Response:
+        if path == "/":
+            return Response.json(
+                200,
+                {
+                    "version": "7.1",
+                    "apiMode": "Sandbox",
+                    "dataModels": [{"name": "Ed-Fi", "version": "5.0.0"}],
+                    "urls": {
+                        "dependencies": f"{base}/metadata/data/v3/dependencies",
+                        "openApiMetadata": f"{base}/metadata/",
+                        "oauth": f"{base}/oauth/token",
+                        "dataManagementApi": f"{base}/data/v3/",
+                        "xsdMetadata": f"{base}/metadata/xsd",
+                    },
+                },
+            )
+        if path == "/metadata":
+            return Response.json(
+                200,
+                [
+                    {
+                        "name": "Resources",
+                        "prefix": "",
+                        "endpointUri": f"{base}/metadata/data/v3/resources/swagger.json",
+                    }
+                ],
+            )
+        if path.endswith("swagger.json"):
+            spec = {**self.openapi, "servers": [{"url": f"{base}/data/v3"}]}
+            return Response.json(200, spec)
+        return Response.json(
+            200,
+            [
+                {"resource": f"/ed-fi/{name}", "order": order, "operations": ["Create", "Update"]}
+                for order, name in enumerate(RESOURCES, start=1)
+            ],
+        )
+
+    def _forbidden(self, edorg: Any, leas: frozenset[int] | None) -> Response | None:
+        if leas is None or self.edorg_lea.get(edorg) in leas:
+            return None
+        return problem(
+            403,
+            "urn:ed-fi:api:security:authorization:access-denied:resource",
+            "Authorization Denied",
+            f"Access to the resource could not be authorized: educationOrganizationId {edorg} "
+            "is not associated with the caller's education organizations.",
+        )
+
+    def _parse(self, resource: _Resource, request: Request) -> tuple[dict[str, Any] | None, Response | None]:
+        try:
+            body = request.json()
+        except (ValueError, UnicodeDecodeError):
+            return None, _bad_request({"$": ["The request body is not valid JSON."]})
+        errors: dict[str, list[str]] = {}
+        self._validate(resource.schema, body, "$", errors)
+        return (None, _bad_request(errors)) if errors else (body, None)
+
+    def _unresolved(self, resource: _Resource, body: dict[str, Any]) -> Response | None:
+        staff_id = _get(body, ("staffReference", "staffUniqueId"))
+        if (staff_id,) not in self.resources["staffs"].by_identity:
+            return self._conflict(f"The referenced 'Staff' resource ({staff_id}) does not exist.")
+        if resource.name == "staffEducationOrganizationContactAssociations":
+            lea = self.edorg_lea.get(
+                _get(body, ("educationOrganizationReference", "educationOrganizationId"))
+            )
+            if self._staff_in_lea[(staff_id, lea)] > 0:
+                return None
+            return self._conflict(
+                f"The staff ({staff_id}) has no assignment or employment association "
+                f"in LEA {lea}: post that prerequisite first."
+            )
+        return None
+
+    def _staff_lea(self, body: dict[str, Any]) -> tuple[str, int | None]:
+        edorg = _get(body, ("educationOrganizationReference", "educationOrganizationId"))
+        return _get(body, ("staffReference", "staffUniqueId")), self.edorg_lea.get(edorg)
+
+    @staticmethod
+    def _conflict(detail: str) -> Response:
+        return problem(
+            409, "urn:ed-fi:api:data-conflict:unresolved-reference", "Unresolved Reference", detail
+        )
+
+    def _store(
+        self, resource: _Resource, body: dict[str, Any], record_id: str | None = None
+    ) -> dict[str, Any]:
+        if record_id is None and resource.name in _PREREQUISITES:
+            self._staff_in_lea[self._staff_lea(body)] += 1
+        record_id = record_id or uuid.uuid4().hex
+        etag = str(next(self._etags))
+        stored = {"id": record_id, **body, "_etag": etag}
+        resource.records[record_id] = stored
+        resource.by_identity[resource.key(body)] = record_id
+        return stored
+
+    def _post(
+        self, resource: _Resource, request: Request, leas: frozenset[int] | None, base: str
+    ) -> Response:
+        if resource.name == "staffs":
+            return problem(
+                403,
+                "urn:ed-fi:api:security:authorization:access-denied:action",
+                "Authorization Denied",
+                "Staff records come from WISEid and cannot be posted.",
+            )
+        body, error = self._parse(resource, request)
+        if error:
+            return error
+        edorg = _get(body, ("educationOrganizationReference", "educationOrganizationId"))
+        if edorg not in self.edorg_lea:
+            return self._conflict(
+                f"The referenced 'EducationOrganization' resource ({edorg}) does not exist."
+            )
+        error = self._forbidden(edorg, leas) or self._unresolved(resource, body)
+        if error:
+            return error
+        existing = resource.by_identity.get(resource.key(body))
+        stored = self._store(resource, body, existing)
+        headers = {"Location": f"{base}{DATA_PREFIX}{resource.name}/{stored['id']}", "ETag": stored["_etag"]}
+        return Response(200 if existing else 201, b"", headers)
+
+    def _put(
+        self, resource: _Resource, record_id: str, request: Request, leas: frozenset[int] | None
+    ) -> Response:
+        current = resource.records.get(record_id)
+        if current is None:
+            return problem(404, "urn:ed-fi:api:not-found", "Not Found", "Resource to update was not found.")
+        try:
+            raw = request.json()
+        except (ValueError, UnicodeDecodeError):
+            raw = None
+        if isinstance(raw, dict) and raw.get("id") == record_id:
+            raw = {k: v for k, v in raw.items() if k != "id"}
+            request = Request(
+                request.method, request.path, request.query, request.headers, json.dumps(raw).encode()
+            )
+        body, error = self._parse(resource, request)
+        if error:
+            return error
+        error = self._forbidden(
+            _get(current, ("educationOrganizationReference", "educationOrganizationId")), leas
+        )
+        if error:
+            return error
+        if resource.key(body) != resource.key(current):
+            return problem(
+                400,
+                "urn:ed-fi:api:bad-request:key-change-not-supported",
+                "Key Change Not Supported",
+                f"Identifying values for the {resource.name} resource cannot be changed. "
+                "Delete and recreate the resource item instead.",
+            )
+        stored = self._store(resource, body, record_id)
+        return Response(204, b"", {"ETag": stored["_etag"]})
+
+    def _delete(self, resource: _Resource, record_id: str, leas: frozenset[int] | None) -> Response:
+        current = resource.records.get(record_id)
+        if current is None:
+            return problem(404, "urn:ed-fi:api:not-found", "Not Found", "Resource to delete was not found.")
+        error = self._forbidden(
+            _get(current, ("educationOrganizationReference", "educationOrganizationId")), leas
+        )
+        if error:
+            return error
+        del resource.records[record_id]
+        if resource.name in _PREREQUISITES:
+            self._staff_in_lea[self._staff_lea(current)] -= 1
+        resource.by_identity.pop(resource.key(current), None)
+        return Response(204)
+
+    def _get(
+        self, resource: _Resource, record_id: str | None, request: Request, leas: frozenset[int] | None
+    ) -> Response:
+        def visible(rec: dict[str, Any]) -> bool:
+            edorg = _get(rec, ("educationOrganizationReference", "educationOrganizationId"))
+            return leas is None or resource.name == "staffs" or self.edorg_lea.get(edorg) in leas
+
+        if record_id is not None:
+            rec = resource.records.get(record_id)
+            if rec is None or not visible(rec):
+                return problem(404, "urn:ed-fi:api:not-found", "Not Found", "Resource was not found.")
+            return Response.json(200, rec)
+        try:
+            offset = int(request.arg("offset") or 0)
+            limit = int(request.arg("limit") or 25)
+        except ValueError:
+            offset, limit = -1, -1
+        if offset < 0 or not 0 <= limit <= _MAX_LIMIT:
+            return problem(
+                400,
+                "urn:ed-fi:api:bad-request:parameter-validation-failed",
+                "Parameter Validation Failed",
+                f"Limit must be omitted or set to a value between 0 and {_MAX_LIMIT}; offset >= 0.",
+                validation_errors={"limit": [f"must be between 0 and {_MAX_LIMIT}"]},
+            )
+        filters = {k: v[0] for k, v in request.query.items() if k not in ("offset", "limit", "totalCount")}
+        matches = [rec for rec in resource.records.values() if visible(rec) and _matches(rec, filters)]
+        headers = {"Total-Count": str(len(matches))} if request.arg("totalCount") == "true" else {}
+        return Response.json(200, matches[offset : offset + limit], headers)
+
+
+def _matches(rec: dict[str, Any], filters: dict[str, str]) -> bool:
+    """Query parameters name fields at any depth of the body (as the ODS/API flattens references)."""
+    for name, wanted in filters.items():
+        value = rec.get(name)
+        if value is None:
+            for sub in rec.values():
+                if isinstance(sub, dict) and name in sub:
+                    value = sub[name]
+                    break
+        if value is None or str(value) != wanted:
+            return False
+    return True

@@ -1,0 +1,1 @@
+"""Staging, quality gates, identity matching and the conformed model, as SQL over the warehouse."""

@@ -1,0 +1,214 @@
+"""The conformed staff model (``staff``, ``staff_contacts``, ``staff_assignments``) in DuckDB SQL.
+
+:func:`build_candidates` turns the staged tables and ``person_map`` (identity) into ``*__cand``
+tables; :func:`build_next` applies the per-LEA gate: an LEA that failed keeps its previous rows, the
+others take the new ones. The ``*__next`` tables are swapped in only after their schemas pass.
+
+Choices worth knowing: names and the primary email come from Edu-V when the person is there (the
+school's own record), else from SIS; an Ed-Fi assignment reported by both sources (same person,
+school, classification and begin date) is kept once, from SIS (it carries title and FTE).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import duckdb
+
+from staff_pipeline.warehouse import table_exists
+
+CONFORMED = ("staff", "staff_contacts", "staff_assignments", "staff_identifiers", "staff_match_issues")
+# Email preference when choosing a primary: Edu-V first (see module doc), then SIS email, alt_email.
+_PREF = {"eduv": 1, "sis": 2, "sis_alt": 3}
+
+
+def _crosswalked(source: str, role_column: str, key: str) -> str:
+    """Crosswalk join where a row for the school's sector wins over the blank-sector row."""
+    return f"""
+        LEFT JOIN cfg_role_crosswalk x ON x.source = '{source}' AND x.source_role = {role_column}
+             AND (x.sector = o.sector OR x.sector IS NULL)
+        QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY x.sector NULLS LAST) = 1
+    """
+
+
+def build_assignments(con: duckdb.DuckDBPyConnection, today: date) -> None:
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE _assignments AS
+        SELECT m.person_id, o.lea_id, o.school_id, r.school_key, o.choice_school, o.linkit_district,
+               o.linkit_school_id, 'eduv' AS source, r.organisation_role AS source_role,
+               x.staff_classification, x.contact_title, x.linkit_role, NULL::VARCHAR AS position_title,
+               r.begin_date::DATE AS begin_date, r.end_date::DATE AS end_date, NULL::DOUBLE AS fte,
+               o.eduv_school_period_id AS school_period
+        FROM stg_eduv_employee_roles r JOIN person_map m USING (record_key)
+        JOIN cfg_organisations o USING (school_key)
+        {_crosswalked('eduv', 'r.organisation_role', 'r.record_key, r.school_key, r.organisation_role, r.begin_date')}
+        """
+    )
+    con.execute(
+        f"""
+        INSERT INTO _assignments
+        SELECT m.person_id, o.lea_id, o.school_id, s.school_key, o.choice_school, o.linkit_district,
+               o.linkit_school_id, 'sis', s.position_code, x.staff_classification, x.contact_title,
+               x.linkit_role, s.position_title, s.begin_date::DATE, s.end_date::DATE, s.fte, NULL
+        FROM stg_sis_staff_assignments s JOIN person_map m USING (record_key)
+        JOIN cfg_organisations o USING (school_key)
+        {_crosswalked('sis', 's.position_code', 's.lea_id, s.file_name, s.line_number')}
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE staff_assignments__cand AS
+        SELECT *, begin_date <= $today AND (end_date IS NULL OR $today < end_date) AS active
+        FROM _assignments
+        QUALIFY row_number() OVER (
+            PARTITION BY person_id, school_id, staff_classification, begin_date
+            ORDER BY source DESC, end_date DESC NULLS FIRST, source_role) = 1
+        """,
+        {"today": today},
+    )
+
+
+def build_contacts(con: duckdb.DuckDBPyConnection) -> None:
+    """Every email and phone per person, per school of that person (and so per LEA)."""
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE staff_contacts__cand AS
+        WITH eduv_schools AS (
+            SELECT record_key, school_key FROM stg_eduv_employees
+            UNION SELECT record_key, school_key FROM stg_eduv_employee_roles
+        ),
+        raw AS (
+            SELECT m.person_id, o.lea_id, o.school_id, c.kind, c.value, 'eduv' AS source, {_PREF['eduv']} AS pref
+            FROM stg_eduv_employees e JOIN person_map m USING (record_key)
+            JOIN eduv_schools s USING (record_key) JOIN cfg_organisations o ON o.school_key = s.school_key,
+            unnest([{{'kind': 'email', 'value': e.email}}, {{'kind': 'phone', 'value': e.phone}},
+                    {{'kind': 'mobile', 'value': e.mobile}}]) AS t(c)
+            UNION ALL
+            SELECT m.person_id, s.lea_id, o.school_id, c.kind, c.value, 'sis', c.pref
+            FROM stg_sis_staff_assignments s JOIN person_map m USING (record_key)
+            JOIN cfg_organisations o USING (school_key),
+            unnest([{{'kind': 'email', 'value': s.email, 'pref': {_PREF['sis']}}},
+                    {{'kind': 'email', 'value': s.alt_email, 'pref': {_PREF['sis_alt']}}},
+                    {{'kind': 'phone', 'value': s.phone, 'pref': {_PREF['sis']}}}]) AS t(c)
+        ),
+        merged AS (
+            SELECT person_id, lea_id, school_id, kind, value,
+                   string_agg(DISTINCT source, ',' ORDER BY source) AS source, min(pref) AS pref
+            FROM raw WHERE value IS NOT NULL GROUP BY ALL
+        ),
+        primaries AS (
+            SELECT person_id, lea_id, kind, arg_min(value, (pref, value)) AS value
+            FROM merged GROUP BY ALL
+        )
+        SELECT m.person_id, m.lea_id, m.school_id, m.kind, m.value, m.source, p.value IS NOT NULL AS is_primary
+        FROM merged m LEFT JOIN primaries p USING (person_id, lea_id, kind, value)
+        """
+    )
+
+
+def build_staff(con: duckdb.DuckDBPyConnection, today: date) -> None:
+    """One row per person; ``leaving`` for ``tobedeleted`` or when every assignment has ended."""
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE staff__cand AS
+        WITH e AS (
+            SELECT m.person_id, arg_min(e.given_name, e.record_key) AS first_name,
+                   arg_min(e.family_name_prefix, e.record_key) AS family_name_prefix,
+                   arg_min(e.family_name, e.record_key) AS last_name,
+                   arg_min(e.preferred_first_name, e.record_key) AS preferred_first_name,
+                   arg_min(e.email, e.record_key) AS email, arg_min(e.local_code, e.record_key) AS local_code,
+                   bool_or(e.status = 'tobedeleted') AS tobedeleted
+            FROM stg_eduv_employees e JOIN person_map m USING (record_key) GROUP BY m.person_id
+        ),
+        s AS (
+            SELECT m.person_id, min(s.state_staff_id) AS wiseid,
+                   arg_min(s.local_staff_id, (s.lea_id, s.file_name, s.line_number)) AS local_code,
+                   arg_min(s.first_name, (s.lea_id, s.file_name, s.line_number)) AS first_name,
+                   arg_min(s.middle_name, (s.lea_id, s.file_name, s.line_number)) AS middle_name,
+                   arg_min(s.last_name, (s.lea_id, s.file_name, s.line_number)) AS last_name,
+                   arg_min(coalesce(s.email, s.alt_email), (s.email IS NULL, s.lea_id, s.file_name, s.line_number))
+                       AS email
+            FROM stg_sis_staff_assignments s JOIN person_map m USING (record_key) GROUP BY m.person_id
+        ),
+        p AS (
+            SELECT person_id, any_value(matched_by) AS matched_by,
+                   string_agg(DISTINCT source, ',' ORDER BY source) AS sources
+            FROM person_map GROUP BY person_id
+        ),
+        a AS (
+            SELECT person_id, bool_or(end_date IS NULL OR end_date > $today) AS has_current
+            FROM staff_assignments__cand GROUP BY person_id
+        )
+        SELECT p.person_id, s.wiseid, coalesce(e.local_code, s.local_code) AS local_code,
+               coalesce(e.first_name, s.first_name) AS first_name, s.middle_name, e.family_name_prefix,
+               coalesce(e.last_name, s.last_name) AS last_name, e.preferred_first_name,
+               coalesce(e.email, s.email) AS primary_email,
+               CASE WHEN e.tobedeleted OR NOT a.has_current THEN 'leaving' ELSE 'active' END AS status,
+               CASE WHEN e.tobedeleted THEN 'tobedeleted' WHEN NOT a.has_current THEN 'all_roles_ended' END
+                   AS leaving_reason,
+               p.matched_by, p.sources
+        FROM p LEFT JOIN e USING (person_id) LEFT JOIN s USING (person_id) LEFT JOIN a USING (person_id)
+        """,
+        {"today": today},
+    )
+
+
+def build_candidates(con: duckdb.DuckDBPyConnection, today: date) -> None:
+    build_assignments(con, today)
+    build_contacts(con)
+    build_staff(con, today)
+
+
+def build_next(con: duckdb.DuckDBPyConnection, failed_leas: list[int], today: date) -> None:
+    """``*__next``: new rows for LEAs that passed the gate, the previous rows for those that failed."""
+    con.execute("CREATE OR REPLACE TEMP TABLE gate_failed AS SELECT unnest($l::BIGINT[]) AS lea_id", {"l": failed_leas})
+    previous = {t: table_exists(con, t) for t in CONFORMED}
+    carried = {
+        t: (f"UNION ALL BY NAME SELECT * FROM {t} SEMI JOIN gate_failed USING (lea_id)" if previous[t] else "")
+        for t in ("staff_contacts", "staff_assignments")
+    }
+    con.execute(
+        f"""
+        CREATE OR REPLACE TABLE staff_assignments__next AS
+        SELECT * EXCLUDE (active), begin_date <= $today AND (end_date IS NULL OR $today < end_date) AS active
+        FROM (SELECT * FROM staff_assignments__cand ANTI JOIN gate_failed USING (lea_id)
+              {carried['staff_assignments']})
+        """,
+        {"today": today},
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TABLE staff_contacts__next AS
+        SELECT * FROM staff_contacts__cand ANTI JOIN gate_failed USING (lea_id) {carried['staff_contacts']}
+        """
+    )
+    # New people count when they have a row in an LEA that passed, or no LEA at all; people whose
+    # rows were all carried keep their previous staff row.
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE _new_people AS
+        WITH leas AS (SELECT person_id, lea_id FROM staff_assignments__cand
+                      UNION SELECT person_id, lea_id FROM staff_contacts__cand)
+        SELECT s.person_id FROM staff__cand s LEFT JOIN leas l USING (person_id)
+        GROUP BY s.person_id
+        HAVING count(l.lea_id) = 0 OR count(l.lea_id) FILTER (WHERE l.lea_id NOT IN (SELECT lea_id FROM gate_failed)) > 0
+        """
+    )
+    carried_people = (
+        "SELECT person_id FROM staff_assignments__next UNION SELECT person_id FROM staff_contacts__next "
+        "EXCEPT SELECT person_id FROM _new_people"
+    )
+    old_staff = f"UNION ALL BY NAME SELECT * FROM staff WHERE person_id IN ({carried_people})" if previous["staff"] else ""
+    con.execute(
+        f"CREATE OR REPLACE TABLE staff__next AS SELECT * FROM staff__cand SEMI JOIN _new_people USING (person_id) {old_staff}"
+    )
+    old_ids = (
+        f"UNION SELECT * FROM staff_identifiers WHERE person_id IN ({carried_people})"
+        if previous["staff_identifiers"]
+        else ""
+    )
+    con.execute(
+        "CREATE OR REPLACE TABLE staff_identifiers__next AS "
+        f"SELECT * FROM staff_identifiers__cand SEMI JOIN _new_people USING (person_id) {old_ids}"
+    )

@@ -1,0 +1,124 @@
+"""The two steps the Dagster assets run: gate + stage, and conform. Plain functions, testable alone.
+
+Both build into ``*__next`` tables and swap them in together only when their schemas pass: a
+blocking check stops what comes after, but cannot undo a write, so the write waits for the check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from staff_pipeline.config import Settings
+from staff_pipeline.schemas import conformed as conformed_schemas
+from staff_pipeline.schemas import staging as staging_schemas
+from staff_pipeline.transform import conformed, gate, identity, staging
+from staff_pipeline.warehouse import row_count, swap_in_all, table_exists
+
+
+@dataclass
+class StepResult:
+    """What a step did, for metadata and checks. ``failures`` holds, per table, what blocked the swap."""
+
+    swapped: bool
+    rows: dict[str, int]
+    failures: dict[str, pd.DataFrame] = field(default_factory=dict)
+    rejected: pd.DataFrame | None = None
+    gate_results: pd.DataFrame | None = None
+
+
+def stage(
+    con: duckdb.DuckDBPyConnection, run_id: str, settings: Settings, config_dir: Path | None = None
+) -> StepResult:
+    """Raw -> candidates -> row gate (``rejected_rows``) -> ``stg_*`` (swapped in if their schemas pass)."""
+    staging.register_config(con, config_dir)
+    staging.build_candidates(con, settings.gate.min_employees_per_school)
+    row_gate = gate.run_row_gate(con, run_id)
+    staging.build_staged(con)
+    failures = dict(row_gate.table_failures)
+    for table in staging.STAGED:
+        cases = gate.validate_query(con, f'SELECT * FROM "{table}__next"', staging_schemas.TABLES[table])
+        if len(cases):
+            failures[table] = pd.concat([failures.get(table), cases], ignore_index=True)
+    rows = {table: row_count(con, f"{table}__next") for table in staging.STAGED}
+    swapped = not failures
+    if swapped:
+        extra = ("stg_lea_counts", "stg_eduv_requests_used")
+        swap_in_all(con, {f"{t}__next": t for t in (*staging.STAGED, *extra)})
+    return StepResult(swapped=swapped, rows=rows, failures=failures, rejected=row_gate.rejected)
+
+
+def _validate_conformed(con: duckdb.DuckDBPyConnection, username_rule: str) -> dict[str, pd.DataFrame]:
+    known = "EXISTS (SELECT 1 FROM staff__next s WHERE s.person_id = t.person_id) AS person_known"
+    user_name = "split_part(s.primary_email, '@', 1)" if username_rule == "email_local_part" else "s.local_code"
+    accounts = f"""
+        SELECT DISTINCT a.linkit_district, s.person_id, s.local_code, {user_name} AS user_name
+        FROM staff__next s JOIN staff_assignments__next a USING (person_id) WHERE a.linkit_role IS NOT NULL
+    """
+    checks = {
+        "staff": [
+            ("SELECT * FROM staff__next", conformed_schemas.staff),
+            (f"SELECT linkit_district, local_code FROM ({accounts}) WHERE local_code IS NOT NULL",
+             conformed_schemas.linkit_local_codes),
+            (f"SELECT linkit_district, user_name FROM ({accounts}) WHERE user_name IS NOT NULL",
+             conformed_schemas.linkit_user_names),
+        ],
+        "staff_contacts": [(f"SELECT *, {known} FROM staff_contacts__next t", conformed_schemas.staff_contacts)],
+        "staff_assignments": [
+            (f"SELECT *, {known} FROM staff_assignments__next t", conformed_schemas.staff_assignments)
+        ],
+    }
+    failures = {}
+    for table, queries in checks.items():
+        cases = [gate.validate_query(con, sql, schema) for sql, schema in queries]
+        cases = [c for c in cases if len(c)]
+        if cases:
+            failures[table] = pd.concat(cases, ignore_index=True)
+    return failures
+
+
+def conform(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    settings: Settings,
+    today: date | None = None,
+    config_dir: Path | None = None,
+) -> StepResult:
+    """Staged tables -> identity -> candidates -> per-LEA gate -> ``*__next`` -> schemas -> swap."""
+    today = today or date.today()
+    staging.register_config(con, config_dir)
+    staging.ensure_state(con)
+    identity.match(con)
+    conformed.build_candidates(con, today)
+    results = gate.lea_gate(con, settings.gate, run_id)
+    failed = [int(x) for x in results.loc[~results["passed"], "lea_id"]]
+    conformed.build_next(con, failed, today)
+    failures = _validate_conformed(con, settings.linkit.username_rule)
+    rows = {t: row_count(con, f"{t}__next") for t in conformed.CONFORMED}
+    con.register("gate_results_frame", results)
+    con.execute("CREATE TABLE IF NOT EXISTS gate_results AS SELECT * FROM gate_results_frame WHERE false")
+    con.execute("INSERT INTO gate_results SELECT * FROM gate_results_frame")
+    con.unregister("gate_results_frame")
+    swapped = not failures
+    if swapped:
+        swap_in_all(con, {f"{t}__next": t for t in conformed.CONFORMED})
+        _remember_accepted_requests(con, failed, run_id)
+    return StepResult(swapped=swapped, rows=rows, failures=failures, gate_results=results)
+
+
+def _remember_accepted_requests(con: duckdb.DuckDBPyConnection, failed: list[int], run_id: str) -> None:
+    """Schools pulled this run, in an LEA that passed: their request is now the one to fall back on."""
+    if not table_exists(con, "stg_eduv_requests_used"):
+        return
+    con.execute(
+        """
+        INSERT OR REPLACE INTO eduv_accepted_requests
+        SELECT school_key, request_id, $run, now() FROM stg_eduv_requests_used
+        WHERE pulled AND lea_id NOT IN (SELECT unnest($failed::BIGINT[]))
+        """,
+        {"run": run_id, "failed": failed},
+    )

@@ -1,0 +1,64 @@
+"""The one Definitions object loads, and its asset graph is the one the docs describe."""
+
+from __future__ import annotations
+
+from dagster import AssetKey
+
+EXPECTED_ASSETS = {
+    "extract": {"raw_eduv_employees", "raw_sis_staff"},
+    "staging": {
+        "stg_eduv_employees",
+        "stg_eduv_employee_ids",
+        "stg_eduv_employee_roles",
+        "stg_sis_staff_assignments",
+    },
+    "conformed": {"staff", "staff_contacts", "staff_assignments"},
+    "edfi": {"edfi_mart", "edfi_assignment_associations", "edfi_contact_associations"},
+    "linkit": {"linkit_mart", "linkit_staff_accounts"},
+}
+
+
+def _graph():
+    from staff_pipeline.definitions import defs
+
+    return defs.resolve_asset_graph()
+
+
+def test_asset_graph_has_every_stage_in_its_group() -> None:
+    graph = _graph()
+    groups: dict[str, set[str]] = {}
+    for key in graph.get_all_asset_keys():
+        groups.setdefault(graph.get(key).group_name, set()).add(key.to_user_string())
+    for group, names in EXPECTED_ASSETS.items():
+        assert names <= groups.get(group, set()), f"group {group}: missing {names - groups.get(group, set())}"
+
+
+def test_loads_are_partitioned_per_lea_and_district_and_stages_are_chained() -> None:
+    graph = _graph()
+    assert graph.get(AssetKey("edfi_assignment_associations")).partitions_def.get_partition_keys() == [
+        "100001",
+        "100002",
+        "100003",
+    ]
+    assert graph.get(AssetKey("linkit_staff_accounts")).partitions_def.get_partition_keys() == [
+        "lakeview",
+        "riverside",
+        "northwoods",
+    ]
+    upstream = graph.get(AssetKey("staff")).parent_keys | graph.get(AssetKey("staff_assignments")).parent_keys
+    assert any(k.to_user_string().startswith("stg_") for k in upstream)
+
+
+def test_every_staging_asset_has_a_blocking_check() -> None:
+    graph = _graph()
+    checked = {spec.asset_key.to_user_string() for spec in graph.asset_check_keys}
+    for name in EXPECTED_ASSETS["staging"]:
+        assert name in checked, f"{name} has no asset check"
+
+
+def test_jobs_and_automation_are_registered() -> None:
+    from staff_pipeline.definitions import defs
+
+    names = {job.name for job in defs.resolve_all_job_defs()}
+    assert {"prepare_staff_job", "edfi_load_job", "linkit_load_job"} <= names
+    assert defs.resolve_schedule_def("nightly_staff_schedule") is not None

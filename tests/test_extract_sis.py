@@ -1,0 +1,311 @@
+"""SIS export landing over real files and a real DuckDB file: messy files, duplicates, failures, lineage."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pytest
+from dagster import DagsterInstance, materialize
+
+from assets.extract_sis import raw_sis_staff
+from staff_pipeline.config import lea_ids
+from staff_pipeline.extract import sis
+from staff_pipeline.extract.sis_columns import map_headers
+from staff_pipeline.generator import SIS_VARIANTS, generate
+from staff_pipeline.resources import WarehouseResource
+from staff_pipeline.settings import Paths
+from staff_pipeline.warehouse import connect
+from tests.fixtures_sis import HEADER, ROW_1, ROW_2, Drop
+
+
+def land(where: Paths, run_id: str = "run-1", lea_id: str | None = None) -> sis.LandingResult:
+    with connect() as con:
+        return sis.land_inbox(con, where, run_id, known_leas=lea_ids(), lea_id=lea_id)
+
+
+def query(sql: str, params: list | None = None) -> list[tuple]:
+    with connect() as con:
+        return con.execute(sql, params or []).fetchall()
+
+
+def staff(columns: str = "line_number, local_staff_id, first_name, last_name") -> list[tuple]:
+    return query(f"SELECT {columns} FROM raw_sis_staff ORDER BY lea_id, file_name, line_number")
+
+
+def test_clean_file_lands_with_lineage_and_moves_to_archive(where: Paths, drop: Drop) -> None:
+    content = f"{HEADER}\n{ROW_1}\n{ROW_2}\n"
+    path = drop("100001", "staff.csv", content)
+    result = land(where, "run-42")
+    assert [(f.status, f.rows) for f in result.files] == [("landed", 2)]
+    sha = hashlib.sha256(content.encode()).hexdigest()
+    assert staff("run_id, lea_id, file_name, file_sha256, line_number, local_staff_id, last_name") == [
+        ("run-42", 100001, "staff.csv", sha, 2, "T1", "van der Berg-Özdemir"),
+        ("run-42", 100001, "staff.csv", sha, 3, "T2", "O'Brien"),
+    ]
+    (row,) = query("SELECT * FROM raw_sis_staff WHERE line_number = 3")
+    assert row[5:20] == tuple(None if v == "" else v for v in ROW_2.split(","))
+    assert row[20] is None and row[21].tzinfo is not None  # no extra columns; landed_at is TIMESTAMPTZ
+    assert not path.exists()
+    archived = where.archive / "100001" / "staff.csv"
+    assert archived.read_text(encoding="utf-8") == content
+    assert query("SELECT status, rows, bytes, encoding, delimiter, archived_path FROM raw_sis_files") == [
+        ("landed", 2, len(content.encode()), "utf-8", ",", str(archived))
+    ]
+
+
+def test_utf8_bom_crlf_and_headers_in_other_case_with_spaces(where: Paths, drop: Drop) -> None:
+    header = "STAFF ID, WISEid ,first_NAME,Last Name,E-Mail,School Code,POSITION CODE,Start Date"
+    drop(
+        "100001",
+        "bom.csv",
+        f"{header}\r\nT1,1000000001,Zoë,Çelik,z@x.org,LVE,TCH,2024-08-15\r\n",
+        "utf-8-sig",
+    )
+    result = land(where)
+    assert result.files[0].encoding == "utf-8-sig"
+    assert staff("local_staff_id, state_staff_id, first_name, last_name, email, school_code, begin_date") == [
+        ("T1", "1000000001", "Zoë", "Çelik", "z@x.org", "LVE", "2024-08-15")
+    ]
+
+
+def test_windows_1252_with_semicolons_is_stored_as_the_same_text(where: Paths, drop: Drop) -> None:
+    title = "Café “Leraar” – €"  # curly quotes, dash and euro differ between cp1252 and latin-1
+    text = f"{HEADER.replace(',', ';')}\r\n" + f"T1;;Noë;;Özdemir;;;;LVE;TCH;{title};2024-08-15;;;\r\n"
+    drop("100002", "cp.csv", text, "cp1252")
+    result = land(where)
+    assert (result.files[0].encoding, result.files[0].delimiter) == ("cp1252", ";")
+    assert staff("first_name, last_name, position_title") == [("Noë", "Özdemir", title)]
+    archived = where.archive / "100002" / "cp.csv"
+    assert archived.read_bytes() == text.encode("cp1252")  # the original is kept unchanged
+
+
+def test_quoted_newlines_blank_lines_and_physical_line_numbers(where: Paths, drop: Drop) -> None:
+    text = (
+        f"{HEADER}\n"
+        'T1,,Ann,,"Smith, Jr.",,,,LVE,TCH,"Teacher\nand ""mentor""\n(part-time)",2024-08-15,,,\n'
+        "\n"
+        "T2,,Bob,,Jones,,,,LVE,TCH,,2024-08-15,,,\n"
+        "T3,,Cy,,Lee,,,,LVE,TCH,,2024-08-15,,,\n"
+        "\n\n\n"
+    )
+    drop("100001", "quoted.csv", text)
+    land(where)
+    assert staff("line_number, local_staff_id, last_name, position_title") == [
+        (2, "T1", "Smith, Jr.", 'Teacher\nand "mentor"\n(part-time)'),
+        (6, "T2", "Jones", None),
+        (7, "T3", "Lee", None),
+    ]
+
+
+def test_last_line_without_newline_and_crlf_inside_quotes(where: Paths, drop: Drop) -> None:
+    text = (
+        f'{HEADER}\r\nT1,,Ann,,"A\r\nB",,,,LVE,TCH,,2024-08-15,,,\r\nT2,,Bob,,Jones,,,,LVE,TCH,,2024-08-15,,,'
+    )
+    drop("100001", "noeol.csv", text)
+    land(where)
+    assert staff("line_number, last_name") == [(2, "A\r\nB"), (4, "Jones")]
+
+
+def test_duplicate_and_unknown_headers_are_kept_in_extra(where: Paths, drop: Drop) -> None:
+    header = f"{HEADER},Email,Notes,Notes"
+    drop("100001", "dup.csv", f"{header}\n{ROW_1},second@x.org,n1,n2\n")
+    land(where)
+    (row,) = staff("email, extra")
+    assert row[0] == "jose@lakeview.example.org"
+    assert json.loads(row[1]) == {"Email": "second@x.org", "Notes": "n1", "Notes#2": "n2"}
+
+
+def test_same_content_twice_lands_once_and_the_copy_is_archived(where: Paths, drop: Drop) -> None:
+    content = f"{HEADER}\n{ROW_1}\n"
+    drop("100001", "monday.csv", content)
+    land(where, "run-1")
+    drop("100001", "monday-again.csv", content)
+    result = land(where, "run-2")
+    assert [(f.status, f.rows) for f in result.files] == [("skipped", 0)]
+    assert "same content" in result.files[0].message
+    assert len(staff()) == 1
+    assert (where.archive / "100001" / "monday-again.csv").exists()
+    assert query("SELECT status, run_id FROM raw_sis_files ORDER BY landed_at") == [
+        ("landed", "run-1"),
+        ("skipped", "run-2"),
+    ]
+
+
+def test_latest_view_is_each_leas_newest_file(where: Paths, drop: Drop) -> None:
+    monday = f"{HEADER}\n{ROW_1}\n{ROW_2}\n"
+    drop("100001", "monday.csv", monday)
+    drop("100002", "other.csv", f"{HEADER}\nT9,,Eva,,Bos,,,,RSE,TCH,,2024-08-15,,,\n")
+    land(where, "run-1")
+    drop("100001", "tuesday.csv", f"{HEADER}\n{ROW_2}\n")
+    land(where, "run-2")
+    latest = "SELECT lea_id, file_name, local_staff_id FROM raw_sis_staff_latest ORDER BY 1, 3"
+    assert query(latest) == [(100001, "tuesday.csv", "T2"), (100002, "other.csv", "T9")]
+    assert query("SELECT count(*) FROM raw_sis_staff")[0][0] == 4  # history is kept
+    drop("100001", "wednesday.csv", monday)  # the SIS went back to Monday's content
+    land(where, "run-3")
+    assert query(latest) == [
+        (100001, "monday.csv", "T1"),
+        (100001, "monday.csv", "T2"),
+        (100002, "other.csv", "T9"),
+    ]
+
+
+UNREADABLE = {
+    "utf16": ("x.csv", f"{HEADER}\n{ROW_1}\n".encode("utf-16"), 1, "wrong encoding"),
+    "mixed_encodings": (
+        "x.csv",
+        f"{HEADER}\n".encode() + "T1,,Zoë".encode("cp1252") + b",,B,,,,LVE,TCH,,2024-08-15,,,\n"
+        + "T2,,Zoë".encode() + b",,B,,,,LVE,TCH,,2024-08-15,,,\n",
+        3,
+        "mixes encodings",
+    ),
+    "undefined_byte": ("x.csv", f"{HEADER}\n".encode() + b"T1,,A\x81,,B,,,,LVE,TCH,,2024,,,\n", 2, "0x81"),
+    "unterminated_quote": ("x.csv", f'{HEADER}\n{ROW_1}\nT2,,"Bo,,B,,,,,,,,,,\n{ROW_2}\n', 3, "unterminated"),
+    "too_many_fields": ("x.csv", f"{HEADER}\n{ROW_1}\n{ROW_2},x\n", 3, "16 fields where the header has 15"),
+    "empty": ("x.csv", b"", 1, "no header: the file is empty"),
+    "blank_first_line": ("x.csv", f"\n{HEADER}\n{ROW_1}\n", 1, "no header: line 1 is empty"),
+    "data_instead_of_header": ("x.csv", f"{ROW_1}\n{ROW_2}\n", 1, "none of the fields on line 1"),
+    "missing_required": (
+        "x.csv",
+        "Staff ID,First Name,Last Name,Begin Date\nT1,A,B,2024-01-01\n",
+        1,
+        "missing required columns: school_code (accepted: school_code, School Code",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(UNREADABLE))
+def test_unreadable_file_is_kept_in_failed_with_its_message(where: Paths, drop: Drop, case: str) -> None:
+    name, content, line, problem = UNREADABLE[case]
+    original = content if isinstance(content, bytes) else content.encode()
+    drop("100001", name, original)
+    result = land(where)
+    (outcome,) = result.files
+    assert outcome.status == "failed"
+    assert outcome.message.startswith(f"SIS export 100001/{name}, line {line}: ")
+    assert problem in outcome.message
+    kept = where.failed / "100001" / name
+    assert kept.read_bytes() == original
+    assert outcome.message in (where.failed / "100001" / f"{name}.error.txt").read_text(encoding="utf-8")
+    assert not (where.inbox / "100001" / name).exists()
+    assert staff() == []
+    assert query("SELECT status, message FROM raw_sis_files") == [("failed", outcome.message)]
+
+
+def test_paired_quotes_inside_a_field_land_as_offered(where: Paths, drop: Drop) -> None:
+    drop("100001", "stray.csv", f'{HEADER}\nT2,,Bo"b"x,,B,,,,LVE,TCH,,2024-08-15,,,\n')
+    land(where)
+    assert staff("first_name") == [('Bo"b"x',)]
+
+
+def test_a_file_failing_inside_its_transaction_lands_nothing(
+    where: Paths, drop: Drop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DuckDB reads a different number of records than the scan found: roll back, keep the file."""
+    real_scan = sis.scan_records
+
+    def one_line_too_many(path: Path, delimiter: str) -> sis.Layout:
+        layout = real_scan(path, delimiter)
+        return sis.Layout(layout.header_fields, np.append(layout.lines, 99), np.append(layout.fields, 15))
+
+    monkeypatch.setattr(sis, "scan_records", one_line_too_many)
+    drop("100001", "x.csv", f"{HEADER}\n{ROW_1}\n{ROW_2}\n")
+    (outcome,) = land(where).files
+    assert outcome.status == "failed" and "DuckDB read 2 records where the file has 3" in outcome.message
+    assert staff() == []
+    assert (where.failed / "100001" / "x.csv").exists()
+
+
+def test_unknown_lea_folder_fails_the_file(where: Paths, drop: Drop) -> None:
+    drop("999", "x.csv", f"{HEADER}\n{ROW_1}\n")
+    (outcome,) = land(where).files
+    assert outcome.status == "failed" and "'999' is not a configured LEA id" in outcome.message
+    assert (where.failed / "999" / "x.csv").exists()
+
+
+def test_a_failed_file_does_not_stop_the_others(where: Paths, drop: Drop) -> None:
+    drop("100001", "a-bad.csv", f"{ROW_1}\n")
+    drop("100001", "b-good.csv", f"{HEADER}\n{ROW_1}\n")
+    drop("100002", "c-good.csv", f"{HEADER}\n{ROW_2}\n")
+    result = land(where)
+    assert sorted((f.file_name, f.status) for f in result.files) == [
+        ("a-bad.csv", "failed"),
+        ("b-good.csv", "landed"),
+        ("c-good.csv", "landed"),
+    ]
+    assert (result.count("landed"), result.count("failed"), result.rows) == (2, 1, 2)
+
+
+def test_line_numbers_match_the_csv_module_across_chunk_borders(
+    where: Paths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Generated files (BOM, cp1252, quoted newlines, trailing blanks) scanned in 4 KiB chunks."""
+    monkeypatch.setattr(sis, "CHUNK", 4096)
+    generated = generate(where.data_dir, 400, seed=3, today=date(2026, 1, 15))
+    expected = []
+    for index, lea in enumerate(lea_ids()):
+        variant = SIS_VARIANTS[index % len(SIS_VARIANTS)]
+        (path,) = (generated.inbox_dir / lea).glob("*.csv")
+        text = path.read_bytes().decode(variant.encoding).lstrip("\ufeff")
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=variant.delimiter)
+        header, start = next(reader), reader.line_num + 1
+        positions = map_headers(header).canonical
+        for record in reader:
+            if record:
+                expected.append((int(lea), start, record[positions["local_staff_id"]] or None))
+            start = reader.line_num + 1
+    result = land(where)
+    assert result.count("landed") == 3 and result.rows == generated.sis_rows
+    assert staff("lea_id, line_number, local_staff_id") == sorted(expected)
+
+
+def test_restricting_to_one_lea_leaves_the_others_waiting(where: Paths, drop: Drop) -> None:
+    drop("100001", "a.csv", f"{HEADER}\n{ROW_1}\n")
+    other = drop("100002", "b.csv", f"{HEADER}\n{ROW_2}\n")
+    result = land(where, lea_id="100001")
+    assert [f.lea_id for f in result.files] == ["100001"]
+    assert other.exists()
+
+
+def test_asset_reports_metadata_and_fails_naming_the_bad_file(where: Paths, drop: Drop) -> None:
+    drop("100001", "good.csv", f"{HEADER}\n{ROW_1}\n{ROW_2}\n")
+    drop("100002", "bad.csv", f"{HEADER}\n{ROW_1},x\n")
+    instance = DagsterInstance.ephemeral()
+    result = materialize(
+        [raw_sis_staff], resources={"warehouse": WarehouseResource()}, instance=instance, raise_on_error=False
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    text = str(failure.event_specific_data.error)
+    assert "SIS export 100002/bad.csv, line 2: broken quoting or delimiters" in text
+    assert staff("local_staff_id") == [("T1",), ("T2",)]  # the good file landed anyway
+
+    drop("100001", "next.csv", f"{HEADER}\n{ROW_2}\n")
+    drop("100002", "waiting.csv", f"{HEADER}\n{ROW_2}\n")
+    ok = materialize(
+        [raw_sis_staff],
+        resources={"warehouse": WarehouseResource()},
+        instance=instance,
+        run_config={"ops": {"raw_sis_staff": {"config": {"lea_id": "100001"}}}},
+    )
+    (materialization,) = ok.asset_materializations_for_node("raw_sis_staff")
+    meta = {k: v.value for k, v in materialization.metadata.items()}
+    assert (meta["rows_landed"], meta["files_landed"], meta["files_failed"]) == (1, 1, 0)
+    assert "next.csv" in meta["files"] and "O'Brien" in meta["preview"]
+    assert (where.inbox / "100002" / "waiting.csv").exists()
+
+
+def test_asset_refuses_an_unconfigured_lea(where: Paths) -> None:
+    result = materialize(
+        [raw_sis_staff],
+        resources={"warehouse": WarehouseResource()},
+        run_config={"ops": {"raw_sis_staff": {"config": {"lea_id": "42"}}}},
+        raise_on_error=False,
+    )
+    assert not result.success

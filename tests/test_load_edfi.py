@@ -1,0 +1,238 @@
+"""The WISEdata use cases, end to end: conformed tables -> mart -> diff -> the stand-in over HTTP."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+from staff_pipeline import warehouse
+from staff_pipeline.clients.edfi import EdFiClient
+from staff_pipeline.loads.edfi_mart import ASSIGNMENTS, CONTACTS
+from staff_pipeline.loads.edfi_reconcile import reconcile
+from staff_pipeline.standins.edfi import EdFiStandIn
+from tests.fixtures_edfi import (
+    LEA_A,
+    LEA_B,
+    SCHOOL_A1,
+    SCHOOL_A2,
+    SCHOOL_B1,
+    SCHOOL_B_CHOICE,
+    Conformed,
+    load_lea,
+)
+
+
+def _contacts(standin: EdFiStandIn) -> set[tuple]:
+    return {
+        (
+            r["staffReference"]["staffUniqueId"],
+            r["educationOrganizationReference"]["educationOrganizationId"],
+            r["electronicMailAddress"],
+        )
+        for r in standin.records(CONTACTS)
+    }
+
+
+def _assignments(standin: EdFiStandIn) -> set[tuple]:
+    return {
+        (
+            r["staffReference"]["staffUniqueId"],
+            r["educationOrganizationReference"]["educationOrganizationId"],
+            r["staffClassificationDescriptor"].split("#")[1],
+            r["beginDate"],
+            r["positionTitle"],
+        )
+        for r in standin.records(ASSIGNMENTS)
+    }
+
+
+def test_multi_lea_person_gets_one_contact_per_lea_with_that_leas_email(edfi_standin, lea_a_client):
+    edfi_standin.add_staff(None, "1001001001")
+    world = Conformed().person("p1", "1001001001")
+    world.assign("p1", LEA_A, SCHOOL_A1).email("p1", LEA_A, SCHOOL_A1, "staff@lea1.com")
+    world.assign("p1", LEA_B, SCHOOL_B1).email("p1", LEA_B, SCHOOL_B1, "staff@lea2.com")
+    world.write()
+    client_b = EdFiClient(edfi_standin.url, f"lea-{LEA_B}", "secret-b")
+    load_lea(lea_a_client, LEA_A)
+    load_lea(client_b, LEA_B)
+    assert _contacts(edfi_standin) == {
+        ("1001001001", SCHOOL_A1, "staff@lea1.com"),
+        ("1001001001", SCHOOL_B1, "staff@lea2.com"),
+    }
+    assert {a[1] for a in _assignments(edfi_standin)} == {SCHOOL_A1, SCHOOL_B1}
+
+
+def test_multi_email_person_gets_one_contact_per_email(edfi_standin, lea_a_client):
+    edfi_standin.add_staff(None, "W2")
+    world = Conformed().person("p2", "W2").assign("p2", LEA_A, SCHOOL_A1)
+    world.email("p2", LEA_A, SCHOOL_A1, "john.smith@district.edu")
+    world.email("p2", LEA_A, SCHOOL_A1, "smithj@district.edu", primary=False)
+    world.write()
+    reports = load_lea(lea_a_client, LEA_A)
+    assert reports[CONTACTS].created == 2
+    # Ed-Fi's contact identity is staff + edorg + contactTitle: the second email goes on the LEA itself.
+    assert _contacts(edfi_standin) == {
+        ("W2", SCHOOL_A1, "john.smith@district.edu"),
+        ("W2", LEA_A, "smithj@district.edu"),
+    }
+
+
+def test_non_key_change_updates_in_place_and_key_change_posts_new_then_deletes_old(
+    edfi_standin, lea_a_client
+):
+    edfi_standin.add_staff(None, "W3")
+    Conformed().person("p3", "W3").assign("p3", LEA_A, SCHOOL_A1, title="Teacher").write()
+    load_lea(lea_a_client, LEA_A)
+    first_id = edfi_standin.records(ASSIGNMENTS)[0]["id"]
+
+    Conformed().person("p3", "W3").assign("p3", LEA_A, SCHOOL_A1, title="Lead Teacher").write()
+    reports = load_lea(lea_a_client, LEA_A)
+    assert (reports[ASSIGNMENTS].updated, reports[ASSIGNMENTS].created, reports[ASSIGNMENTS].deleted) == (
+        1,
+        0,
+        0,
+    )
+    [record] = edfi_standin.records(ASSIGNMENTS)
+    assert record["id"] == first_id and record["positionTitle"] == "Lead Teacher"
+
+    before = len(edfi_standin.writes())
+    world = Conformed().person("p3", "W3")
+    world.assign("p3", LEA_A, SCHOOL_A1, begin=date(2025, 9, 1), title="Lead Teacher").write()
+    reports = load_lea(lea_a_client, LEA_A)
+    assert (reports[ASSIGNMENTS].created, reports[ASSIGNMENTS].deleted) == (1, 1)
+    assert _assignments(edfi_standin) == {
+        ("W3", SCHOOL_A1, "Elementary Teacher", "2025-09-01", "Lead Teacher")
+    }
+    methods = [r.method for r in edfi_standin.writes()[before:]]
+    assert methods == ["POST", "DELETE"]  # the new record first, then the old one goes
+
+
+def test_record_that_left_the_source_and_a_leaving_person_are_deleted(edfi_standin, lea_a_client):
+    for w in ("W4", "W5"):
+        edfi_standin.add_staff(None, w)
+    world = Conformed().person("p4", "W4").person("p5", "W5")
+    world.assign("p4", LEA_A, SCHOOL_A1).assign("p4", LEA_A, SCHOOL_A2, "Secondary Teacher")
+    world.email("p4", LEA_A, SCHOOL_A1, "p4@lea1.com").assign("p5", LEA_A, SCHOOL_A1)
+    world.write()
+    load_lea(lea_a_client, LEA_A)
+    assert len(edfi_standin.records(ASSIGNMENTS)) == 3
+
+    world = Conformed().person("p4", "W4", status="leaving").person("p5", "W5")
+    world.assign("p4", LEA_A, SCHOOL_A1).email("p4", LEA_A, SCHOOL_A1, "p4@lea1.com")
+    world.assign("p5", LEA_A, SCHOOL_A1)
+    world.write()
+    reports = load_lea(lea_a_client, LEA_A)
+    assert reports[ASSIGNMENTS].deleted == 2 and reports[CONTACTS].deleted == 1
+    assert {a[0] for a in _assignments(edfi_standin)} == {"W5"}
+    assert edfi_standin.records(CONTACTS) == []
+
+
+def test_choice_school_and_staff_without_wiseid_send_nothing_and_are_listed(edfi_standin):
+    edfi_standin.add_staff(None, "W6")
+    world = Conformed().person("p6", "W6").person("p7", None)
+    world.assign("p6", LEA_B, SCHOOL_B_CHOICE, choice=True).email("p6", LEA_B, SCHOOL_B_CHOICE, "c@lea2.com")
+    world.assign("p7", LEA_B, SCHOOL_B1).email("p7", LEA_B, SCHOOL_B1, "p7@lea2.com")
+    world.write()
+    client = EdFiClient(edfi_standin.url, f"lea-{LEA_B}", "secret-b")
+    reports = load_lea(client, LEA_B)
+    assert edfi_standin.writes() == []
+    assert reports[ASSIGNMENTS].sent == 0
+    with warehouse.connect() as con:
+        reasons = con.execute(
+            "SELECT person_id, reason FROM mart_edfi_not_sent WHERE resource = ? ORDER BY 1", [ASSIGNMENTS]
+        ).fetchall()
+    assert reasons == [("p6", "choice school: not sent to Ed-Fi"), ("p7", "no WISEid")]
+
+
+def test_missing_staff_409_is_reported_per_record_and_the_rest_continues(edfi_standin, lea_a_client):
+    edfi_standin.add_staff(None, "W8")  # W9 is not known to WISEid
+    world = Conformed().person("p8", "W8").person("p9", "W9")
+    world.assign("p8", LEA_A, SCHOOL_A1).email("p8", LEA_A, SCHOOL_A1, "p8@lea1.com")
+    world.assign("p9", LEA_A, SCHOOL_A1).email("p9", LEA_A, SCHOOL_A1, "p9@lea1.com")
+    world.write()
+    reports = load_lea(lea_a_client, LEA_A)
+    assert reports[ASSIGNMENTS].created == 1 and reports[CONTACTS].created == 1
+    [(message, count)] = reports[ASSIGNMENTS].failed.items()
+    assert count == 1 and message.startswith("409 urn:ed-fi:api:data-conflict:unresolved-reference")
+    assert "W9" in message
+    assert "409" in next(iter(reports[CONTACTS].failed))  # its contact lacks the prerequisite too
+    # Failed records stay out of the ledger, so the next run tries them again once WISEid has them.
+    edfi_standin.add_staff(None, "W9")
+    reports = load_lea(lea_a_client, LEA_A)
+    assert reports[ASSIGNMENTS].created == 1 and reports[CONTACTS].created == 1
+    assert reports[ASSIGNMENTS].unchanged == 1
+
+
+def test_400_from_the_api_is_reported_with_its_validation_message(edfi_standin, lea_a_client):
+    edfi_standin.add_staff(None, "W10")
+    Conformed().person("p10", "W10").assign("p10", LEA_A, SCHOOL_A1).write()
+    edfi_standin.classifications = frozenset()  # the server no longer knows the descriptor
+    reports = load_lea(lea_a_client, LEA_A)
+    [message] = reports[ASSIGNMENTS].failed
+    assert message.startswith("400 urn:ed-fi:api:bad-request:data-validation-failed")
+    assert "staffClassificationDescriptor" in message
+
+
+def test_no_change_rerun_sends_zero_writes(edfi_standin, lea_a_client):
+    edfi_standin.add_staff(None, "W11")
+    world = Conformed().person("p11", "W11").assign("p11", LEA_A, SCHOOL_A1)
+    world.email("p11", LEA_A, SCHOOL_A1, "p11@lea1.com").write()
+    load_lea(lea_a_client, LEA_A)
+    before = len(edfi_standin.writes())
+    reports = load_lea(lea_a_client, LEA_A)
+    assert len(edfi_standin.writes()) == before
+    assert [r.sent for r in reports.values()] == [0, 0]
+    assert [r.unchanged for r in reports.values()] == [1, 1]
+
+
+def test_dry_run_shows_the_plan_and_sends_nothing(edfi_standin, lea_a_client):
+    edfi_standin.add_staff(None, "W12")
+    world = Conformed().person("p12", "W12").assign("p12", LEA_A, SCHOOL_A1)
+    world.email("p12", LEA_A, SCHOOL_A1, "p12@lea1.com").write()
+    reports = load_lea(lea_a_client, LEA_A, dry_run=True)
+    assert edfi_standin.requests_to(path_prefix="/data") == []
+    assert reports[ASSIGNMENTS].planned == 1 and reports[ASSIGNMENTS].held.startswith("dry run")
+
+
+def test_delete_threshold_holds_the_lea_until_confirmed(edfi_standin, lea_a_client):
+    for i in range(4):
+        edfi_standin.add_staff(None, f"W2{i}")
+    world = Conformed()
+    for i in range(4):
+        world.person(f"q{i}", f"W2{i}").assign(f"q{i}", LEA_A, SCHOOL_A1)
+    world.write()
+    load_lea(lea_a_client, LEA_A)
+    Conformed().person("q0", "W20").assign("q0", LEA_A, SCHOOL_A1).write()  # a broken export: 3 of 4 gone
+    before = len(edfi_standin.writes())
+    reports = load_lea(lea_a_client, LEA_A, max_delete_share=0.1)
+    assert "held" in reports[ASSIGNMENTS].held and len(edfi_standin.writes()) == before
+    reports = load_lea(lea_a_client, LEA_A, max_delete_share=0.1, confirm_deletes=True)
+    assert reports[ASSIGNMENTS].deleted == 3 and len(edfi_standin.records(ASSIGNMENTS)) == 1
+
+
+def test_reconcile_repairs_a_ledger_that_disagrees_with_the_api(edfi_standin, lea_a_client):
+    for w in ("W30", "W31"):
+        edfi_standin.add_staff(None, w)
+    world = Conformed().person("r0", "W30").person("r1", "W31")
+    world.assign("r0", LEA_A, SCHOOL_A1).assign("r1", LEA_A, SCHOOL_A1).write()
+    load_lea(lea_a_client, LEA_A)
+    # Someone deletes one record by hand and edits the other: the ledger no longer tells the truth.
+    gone, edited = edfi_standin.records(ASSIGNMENTS)
+    lea_a_client.delete(ASSIGNMENTS, gone["id"])
+    body = {k: v for k, v in edited.items() if k not in ("id", "_etag")}
+    lea_a_client.upsert(ASSIGNMENTS, json.dumps({**body, "positionTitle": "Edited by hand"}))
+    assert load_lea(lea_a_client, LEA_A)[ASSIGNMENTS].sent == 0  # the ledger alone sees nothing to do
+
+    found = reconcile(
+        warehouse.connect, lea_a_client, LEA_A, ASSIGNMENTS, [LEA_A, SCHOOL_A1, SCHOOL_A2], run_id="rec"
+    )
+    assert found == {
+        "in_api": 1,
+        "in_ledger_before": 2,
+        "missing_in_api": 1,
+        "unknown_to_ledger": 0,
+        "differing": 1,
+    }
+    report = load_lea(lea_a_client, LEA_A)[ASSIGNMENTS]
+    assert (report.created, report.updated) == (1, 1)
+    assert {a[4] for a in _assignments(edfi_standin)} == {"Teacher"}

@@ -1,0 +1,75 @@
+"""The SIS inbox sensor: one run per LEA with new files, each file triggering once."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context
+
+from assets.jobs import prepare_job
+from assets.run_sensors import LEA_TAG
+from assets.sensors import SENSORS, sis_inbox_sensor
+from staff_pipeline.definitions import defs
+from staff_pipeline.extract.sis import new_inbox_files
+from staff_pipeline.settings import Paths
+from tests.fixtures_sis import HEADER, ROW_1, ROW_2, Drop
+
+
+def tick(cursor: str | None = None) -> SensorResult | SkipReason:
+    with DagsterInstance.ephemeral() as instance:
+        return sis_inbox_sensor(build_sensor_context(instance=instance, cursor=cursor))
+
+
+def test_new_files_request_one_run_per_lea_selecting_that_lea(drop: Drop) -> None:
+    drop("100001", "a.csv", f"{HEADER}\n{ROW_1}\n")
+    drop("100001", "b.csv", f"{HEADER}\n{ROW_2}\n")
+    drop("100002", "c.csv", f"{HEADER}\n{ROW_2}\n")
+    drop("100002", "notes.xlsx", b"not an export")
+    result = tick()
+    assert isinstance(result, SensorResult)
+    by_lea = {r.tags[LEA_TAG]: r for r in result.run_requests}
+    assert set(by_lea) == {"100001", "100002"}
+    for lea, request in by_lea.items():
+        assert request.run_config == {"ops": {"raw_sis_staff": {"config": {"lea_id": lea}}}}
+        assert request.run_key.startswith(f"sis-inbox:{lea}:")
+    assert by_lea["100001"].tags["staff/sis_files"] == "a.csv, b.csv"
+    assert sis_inbox_sensor.job_name == prepare_job.name == "prepare_staff_job"
+
+
+def test_a_file_triggers_once_and_again_only_when_it_changes(drop: Drop) -> None:
+    drop("100001", "a.csv", f"{HEADER}\n{ROW_1}\n")
+    first = tick()
+    again = tick(first.cursor)
+    assert isinstance(again, SkipReason)
+    drop("100001", "a.csv", f"{HEADER}\n{ROW_1}\n{ROW_2}\n", age=30)  # re-exported: new size and mtime
+    changed = tick(first.cursor)
+    assert [r.tags[LEA_TAG] for r in changed.run_requests] == ["100001"]
+    assert changed.run_requests[0].run_key != first.run_requests[0].run_key
+    # the same state evaluated twice yields the same run key, which Dagster runs once
+    assert tick(first.cursor).run_requests[0].run_key == changed.run_requests[0].run_key
+
+
+def test_a_file_still_being_written_waits_for_a_later_tick(drop: Drop) -> None:
+    path = drop("100001", "a.csv", f"{HEADER}\n{ROW_1}\n", age=0)
+    assert isinstance(tick(), SkipReason)
+    stamp = time.time() - 60
+    os.utime(path, (stamp, stamp))
+    assert [r.tags[LEA_TAG] for r in tick().run_requests] == ["100001"]
+
+
+def test_cursor_forgets_files_that_left_the_inbox(where: Paths, drop: Drop) -> None:
+    path = drop("100001", "a.csv", f"{HEADER}\n{ROW_1}\n")
+    new, seen = new_inbox_files(where.inbox, {}, time.time(), 10)
+    assert list(new) == ["100001"] and list(seen) == ["100001/a.csv"]
+    path.unlink()  # landed and archived
+    assert new_inbox_files(where.inbox, seen, time.time(), 10) == ({}, {})
+
+
+def test_missing_inbox_is_a_skip_not_an_error() -> None:
+    assert isinstance(tick(), SkipReason)
+
+
+def test_sensor_is_registered_in_the_definitions() -> None:
+    assert sis_inbox_sensor in SENSORS
+    assert defs.get_sensor_def("sis_inbox_sensor").job_name == "prepare_staff_job"
