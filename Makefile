@@ -28,7 +28,7 @@ lock: | $(UV)
 
 demo: $(VENV)/.installed
 	mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
-	$(PY) -m staff_pipeline.demo
+	$(PY) -m staff_pipeline.demo $(DEMO_ARGS)
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -1,7 +1,5 @@
 """Asset ``raw_eduv_employees``: pull every configured school from Edu-V and land it as received."""
 
-from __future__ import annotations
-
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
 from staff_pipeline.clients.eduv import EduVResource

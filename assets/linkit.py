@@ -5,10 +5,8 @@ Thin wiring: the work is in :mod:`staff_pipeline.loads.linkit_mart` and
 error texts (already redacted by the client) and LocalCodes/UserNames.
 """
 
-from __future__ import annotations
-
 import pandas as pd
-from dagster import AssetExecutionContext, AssetKey, Config, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetKey, Config, Failure, MaterializeResult, MetadataValue, asset
 
 from staff_pipeline.clients.linkit import LinkItResource
 from staff_pipeline.config import load_settings
@@ -17,6 +15,8 @@ from staff_pipeline.loads.linkit_mart import MART, REJECTED, build_mart
 from staff_pipeline.partitions import district_partitions
 from staff_pipeline.resources import WarehouseResource
 from staff_pipeline.warehouse import preview
+
+DONE = ("created", "updated", "reactivated", "deactivated", "adopted")
 
 
 class LinkItLoadConfig(Config):
@@ -113,9 +113,16 @@ def linkit_staff_accounts(
         "rejected_by_rule": _counts_md(rejected, "rule"),
     }
     if not report.dry_run:
-        for name in ("created", "updated", "reactivated", "deactivated", "adopted", "unchanged", "failed"):
+        for name in (*DONE, "unchanged", "failed"):
             metadata[name] = int(outcomes[name])
         metadata["failed_by_error"] = _counts_md(dict(report.failures), "error")
         metadata["requests"] = _counts_md(dict(report.requests), "call")
         metadata["write_requests"] = report.write_requests
+        if outcomes["failed"] and not any(outcomes[name] for name in DONE):
+            # Nothing got through (bad keys, clock skew, API down): a failed run, not a quiet success.
+            top = report.failures.most_common(1)[0][0]
+            raise Failure(
+                f"LinkIt {district}: all {outcomes['failed']} account(s) failed, e.g. {top}",
+                metadata=metadata,
+            )
     return MaterializeResult(metadata=metadata)

@@ -34,7 +34,7 @@ def _read_csv(path: Path, schema: pa.DataFrameSchema) -> pd.DataFrame:
     if not path.exists():
         raise ConfigError(f"{path}: configuration file is missing")
     frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
-    frame = frame.map(lambda v: v.strip() if isinstance(v, str) else v)
+    frame = frame.apply(lambda column: column.str.strip())  # keeps the text dtype of all-empty columns
     for column in frame.columns:
         lowered = frame[column].str.lower()
         if lowered.dropna().isin(["true", "false"]).all() and lowered.notna().any():

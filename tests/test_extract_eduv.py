@@ -80,7 +80,8 @@ def by_school(landed: list[extract.Landed]) -> dict[str, extract.Landed]:
         (
             {"eduv_org_id": "12AB", "eduv_org_id_type": "OIE_CODE", "eduv_filter_by_org_id": False,
              "eduv_supports_filter": True, "eduv_school_period_id": "2025-2026"},
-            {"orgId": "12AB", "orgIdType": "OIE_CODE", "filterByOrgId": "false", "schoolPeriodId": "2025-2026"},
+            {"orgId": "12AB", "orgIdType": "OIE_CODE", "filterByOrgId": "false",
+             "schoolPeriodId": "2025-2026"},
         ),
         ({}, None),
     ],
@@ -122,8 +123,10 @@ def test_a_bad_config_line_is_named_by_file_line_and_school() -> None:
 
 def test_schools_without_eduv_ids_are_not_queried(tmp_path: Path) -> None:
     line = "sis-only,SIS Only,100009,Board S,1000090001,PO,false,,,,,false,,SIS,sigma,901"
-    queries = extract.school_queries(write_organisations(tmp_path / "cfg", ORG_ROWS["a-po"], line))
-    assert [(q.school_key, q.line) for q in queries] == [("a-po", 2)]
+    queries = extract.school_queries(
+        write_organisations(tmp_path / "cfg", ORG_ROWS["a-po"], line, ORG_ROWS["b-po"])
+    )
+    assert [(q.school_key, q.line) for q in queries] == [("a-po", 2), ("b-po", 4)]
 
 
 # -- end to end over HTTP into DuckDB ----------------------------------------------------------------

@@ -34,6 +34,19 @@ from staff_pipeline.http import ApiError, RetryPolicy, make_session, redact_text
 
 log = logging.getLogger(__name__)
 
+
+class _RedactQueryStrings(logging.Filter):
+    """urllib3 logs every request line with its query string at DEBUG: strip the key and tag from it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact_text(record.getMessage()), ()
+        return True
+
+
+_URLLIB3_LOG = logging.getLogger("urllib3.connectionpool")
+if not any(isinstance(f, _RedactQueryStrings) for f in _URLLIB3_LOG.filters):
+    _URLLIB3_LOG.addFilter(_RedactQueryStrings())
+
 Signer = Callable[[str, str], str]
 """``signer(canonical_request, private_key) -> tag``."""
 

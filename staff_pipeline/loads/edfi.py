@@ -347,6 +347,7 @@ def load_resource(
             on_entry=on_entry,
         )
     finally:
-        with connect() as con:
-            fold_journal(con, journal, lea_id)
+        if journal.path.exists():  # nothing sent, nothing to fold: spare the warehouse lock
+            with connect() as con:
+                fold_journal(con, journal, lea_id)
     return summarise(lea_id, resource, plan, entries), plan

@@ -121,13 +121,20 @@ def run_row_gate(con: duckdb.DuckDBPyConnection, run_id: str) -> RowGateResult:
     )
     con.execute("CREATE OR REPLACE TEMP TABLE gate_rejected AS SELECT DISTINCT location, lea_id FROM gate_rejected_frame")
     con.unregister("gate_rejected_frame")
-    union = " UNION ALL ".join(f"SELECT location, lea_id FROM {CANDIDATES[t]}" for t in schemas.ROW_GATES)
+    # Shares count records: an employee element (with its ids), a role, a SIS row.
     con.execute(
         f"""
         CREATE OR REPLACE TABLE stg_lea_counts__next AS
-        SELECT c.lea_id, count(*) AS rows, count(g.location) AS rejected
-        FROM ({union}) c LEFT JOIN gate_rejected g USING (location)
-        WHERE c.lea_id IS NOT NULL GROUP BY c.lea_id
+        WITH units AS (
+            SELECT location, element AS unit, lea_id FROM {CANDIDATES["stg_eduv_employees"]}
+            UNION ALL SELECT location, element, lea_id FROM {CANDIDATES["stg_eduv_employee_ids"]}
+            UNION ALL SELECT location, location, lea_id FROM {CANDIDATES["stg_eduv_employee_roles"]}
+            UNION ALL SELECT location, location, lea_id FROM {CANDIDATES["stg_sis_staff_assignments"]}
+        )
+        SELECT u.lea_id, count(DISTINCT u.unit) AS rows,
+               count(DISTINCT u.unit) FILTER (WHERE g.location IS NOT NULL) AS rejected
+        FROM units u LEFT JOIN gate_rejected g USING (location)
+        WHERE u.lea_id IS NOT NULL GROUP BY u.lea_id
         """
     )
     return RowGateResult(rejected=rejected, table_failures=table_failures)

@@ -1,0 +1,165 @@
+"""Each row rule rejects a crafted bad row with the right reason; the rest of the load goes on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import duckdb
+import pytest
+
+from staff_pipeline.config import load_settings
+from staff_pipeline.transform.steps import stage
+from staff_pipeline.warehouse import connect
+from tests.raw_tables import LAKEVIEW_ELEM, LAKEVIEW_HIGH, UNKNOWN_ORG, Raw, employee, role, sis_row
+
+
+@pytest.fixture
+def con() -> Iterator[duckdb.DuckDBPyConnection]:
+    with connect() as c:
+        yield c
+
+
+@pytest.fixture
+def raw(con: duckdb.DuckDBPyConnection) -> Raw:
+    return Raw(con)
+
+
+def _rejected(con: duckdb.DuckDBPyConnection) -> list[tuple]:
+    return con.execute(
+        "SELECT table_name, record_key, location, column_name, rule, value FROM rejected_rows ORDER BY location"
+    ).fetchall()
+
+
+EDUV_CASES = [
+    ("email", employee(2, email="not-an-email"), "stg_eduv_employees", "email", "email_format", "not-an-email"),
+    ("phone", employee(2, phone="call me"), "stg_eduv_employees", "phone", "phone_format", "call me"),
+    ("status", employee(2, status="gone"), "stg_eduv_employees", "status", "enum", "gone"),
+    ("given name", employee(2, givenName=None), "stg_eduv_employees", "given_name", "required", None),
+    ("name length", employee(2, familyName="x" * 51), "stg_eduv_employees", "family_name", "too_long", "x" * 51),
+    ("timestamp", employee(2, dateLastModified="yesterday"), "stg_eduv_employees", "date_last_modified",
+     "timestamp_format", "yesterday"),
+    ("no user ids", employee(2, userIds=[]), "stg_eduv_employees", "userIds", "required", None),
+    ("user id type", employee(2, userIds=[{"userId": "x", "userIdType": "eckId"}, {"userId": "1", "userIdType": "SSN"}]),
+     "stg_eduv_employee_ids", "user_id_type", "enum", "SSN"),
+    ("role enum", employee(2, roles=[role(LAKEVIEW_ELEM, "conciërge")]), "stg_eduv_employee_roles",
+     "organisation_role", "enum", "conciërge"),
+    ("unknown school", employee(2, roles=[role(UNKNOWN_ORG)]), "stg_eduv_employee_roles", "organisation",
+     "unknown_school", "I:OIE_CODE:99ZZ"),
+    ("end before begin", employee(2, roles=[role(LAKEVIEW_ELEM, begin="2024-08-01", end="2024-08-01")]),
+     "stg_eduv_employee_roles", "end_date", "date_order", "2024-08-01"),
+    ("bad date", employee(2, roles=[role(LAKEVIEW_ELEM, begin="2024-02-30")]), "stg_eduv_employee_roles",
+     "begin_date", "date_format", "2024-02-30"),
+]
+
+
+@pytest.mark.parametrize(("case", "bad", "table", "column", "rule", "value"), EDUV_CASES, ids=[c[0] for c in EDUV_CASES])
+def test_eduv_rule_rejects_the_row(con, raw, case, bad, table, column, rule, value) -> None:
+    request = raw.eduv("lakeview-elem", [employee(1), bad])
+    result = stage(con, "run-1", load_settings())
+
+    rows = _rejected(con)
+    assert [(r[0], r[3], r[4], r[5]) for r in rows] == [(table, column, rule, value)]
+    assert rows[0][2].startswith(f"{request}:1")
+    assert result.swapped
+    good = con.execute("SELECT record_key FROM stg_eduv_employees ORDER BY 1").fetchall()
+    assert ("eduv:eckId:eck-1",) in good
+    if table == "stg_eduv_employees":
+        assert good == [("eduv:eckId:eck-1",)]
+
+
+def test_unknown_role_for_the_sector_is_rejected(con, raw, tmp_path, monkeypatch) -> None:
+    """``leraar`` is mapped per sector; a crosswalk without the VO row leaves a VO teacher unknown."""
+    config = tmp_path / "config"
+    config.mkdir()
+    from staff_pipeline.settings import REPO_ROOT
+
+    for name in ("organisations.csv", "pipeline.toml"):
+        (config / name).write_text((REPO_ROOT / "data" / name).read_text())
+    crosswalk = (REPO_ROOT / "data" / "role_crosswalk.csv").read_text().splitlines()
+    (config / "role_crosswalk.csv").write_text("\n".join(x for x in crosswalk if not x.startswith("eduv,leraar,VO")))
+    monkeypatch.setenv("STAFF_CONFIG_DIR", str(config))
+    raw.eduv("lakeview-high", [employee(1, roles=[role(LAKEVIEW_HIGH, "leraar"), role(LAKEVIEW_HIGH, "mentor")])])
+
+    stage(con, "run-1", load_settings())
+
+    assert [(r[0], r[3], r[4], r[5]) for r in _rejected(con)] == [
+        ("stg_eduv_employee_roles", "organisation_role", "unknown_role", "leraar")
+    ]
+    assert con.execute("SELECT organisation_role FROM stg_eduv_employee_roles").fetchall() == [("mentor",)]
+
+
+SIS_CASES = [
+    ("email", {"email": "x@@y"}, "email", "email_format", "x@@y"),
+    ("alt email", {"alt_email": "nope"}, "alt_email", "email_format", "nope"),
+    ("phone", {"phone": "12"}, "phone", "phone_format", "12"),
+    ("required name", {"last_name": "  "}, "last_name", "required", None),
+    ("31 February", {"begin_date": "31/02/2025"}, "begin_date", "date_format", "31/02/2025"),
+    ("end before begin", {"end_date": "2024-08-01"}, "end_date", "date_order", "2024-08-01"),
+    ("fte text", {"fte": "full"}, "fte", "number_format", "full"),
+    ("fte range", {"fte": "1.5"}, "fte", "range", "1.5"),
+    ("unknown school", {"school_code": "XYZ"}, "school_code", "unknown_school", "XYZ"),
+    ("school of another LEA", {"school_code": "RSE"}, "school_code", "unknown_school", "RSE"),
+    ("unknown position", {"position_code": "CHEF"}, "position_code", "unknown_role", "CHEF"),
+    ("state id", {"state_staff_id": "12 34"}, "state_staff_id", "id_format", "12 34"),
+    ("local id length", {"local_staff_id": "L" * 51}, "local_staff_id", "too_long", "L" * 51),
+]
+
+
+@pytest.mark.parametrize(("case", "fields", "column", "rule", "value"), SIS_CASES, ids=[c[0] for c in SIS_CASES])
+def test_sis_rule_rejects_the_row(con, raw, case, fields, column, rule, value) -> None:
+    file_name = raw.sis(100001, [sis_row("T1"), sis_row("T2", **fields)])
+    result = stage(con, "run-1", load_settings())
+
+    rows = _rejected(con)
+    assert [(r[2], r[3], r[4], r[5]) for r in rows] == [(f"{file_name}:3", column, rule, value)]
+    assert result.swapped
+    assert con.execute("SELECT local_staff_id FROM stg_sis_staff_assignments").fetchall() == [("T1",)]
+
+
+def test_us_dates_are_read_and_duplicates_keep_the_first(con, raw) -> None:
+    file_name = raw.sis(100001, [sis_row("T1", begin_date="08/15/2024"), sis_row("T1"), sis_row("T2")])
+    stage(con, "run-1", load_settings())
+
+    assert [(r[2], r[4]) for r in _rejected(con)] == [(f"{file_name}:3", "duplicate_key")]
+    assert con.execute(
+        "SELECT local_staff_id, line_number, begin_date::VARCHAR FROM stg_sis_staff_assignments ORDER BY 1"
+    ).fetchall() == [("T1", 2, "2024-08-15"), ("T2", 4, "2024-08-15")]
+
+
+def test_a_bad_first_copy_does_not_take_the_good_duplicate_with_it(con, raw) -> None:
+    raw.sis(100001, [sis_row("T1", email="bad"), sis_row("T1")])
+    stage(con, "run-1", load_settings())
+
+    assert [r[4] for r in _rejected(con)] == ["email_format"]
+    assert con.execute("SELECT line_number FROM stg_sis_staff_assignments").fetchall() == [(3,)]
+
+
+def test_employee_in_two_schools_is_one_staged_person_with_both_roles(con, raw) -> None:
+    raw.eduv("lakeview-elem", [employee(1, roles=[role(LAKEVIEW_ELEM), role(LAKEVIEW_HIGH, "mentor")])])
+    raw.eduv("lakeview-high", [employee(1, roles=[role(LAKEVIEW_ELEM), role(LAKEVIEW_HIGH, "mentor")])])
+    stage(con, "run-1", load_settings())
+
+    assert con.execute("SELECT count(*) FROM stg_eduv_employees").fetchall() == [(1,)]
+    assert con.execute(
+        "SELECT school_key, organisation_role FROM stg_eduv_employee_roles ORDER BY 1"
+    ).fetchall() == [("lakeview-elem", "leraar"), ("lakeview-high", "mentor")]
+    assert _rejected(con) == []
+
+
+def test_element_that_is_not_an_object_is_rejected_not_a_crash(con, raw) -> None:
+    raw.eduv("lakeview-elem", [employee(1), '"just a string"'])
+    result = stage(con, "run-1", load_settings())
+
+    assert {r[4] for r in _rejected(con)} >= {"required"}
+    assert result.swapped
+    assert con.execute("SELECT count(*) FROM stg_eduv_employees").fetchall() == [(1,)]
+
+
+def test_rejected_rows_accumulate_per_run_and_counts_per_lea(con, raw) -> None:
+    raw.sis(100001, [sis_row("T1"), sis_row("T2", email="bad")])
+    stage(con, "run-1", load_settings())
+    stage(con, "run-2", load_settings())
+
+    assert con.execute("SELECT run_id, count(*) FROM rejected_rows GROUP BY 1 ORDER BY 1").fetchall() == [
+        ("run-1", 1), ("run-2", 1)]
+    assert con.execute("SELECT lea_id, rows, rejected FROM stg_lea_counts").fetchall() == [(100001, 2, 1)]
