@@ -7,8 +7,6 @@ stops the Ed-Fi and LinkIt loads. An LEA that fails its thresholds keeps its pre
 in ``gate_results`` and the ``lea_gate`` check (a warning: the other LEAs go on).
 """
 
-from __future__ import annotations
-
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -41,22 +39,31 @@ _DESCRIPTIONS = {
 @multi_asset(
     specs=[
         AssetSpec(
-            name, group_name="conformed", deps=[AssetKey(s) for s in STAGED], kinds={"duckdb", "pandera"},
-            description=_DESCRIPTIONS[name], skippable=True,
+            name,
+            group_name="conformed",
+            deps=[AssetKey(s) for s in STAGED],
+            kinds={"duckdb", "pandera"},
+            description=_DESCRIPTIONS[name],
+            skippable=True,
         )
         for name in TABLES
     ],
     check_specs=[
         *(
             AssetCheckSpec(
-                SCHEMA_CHECK, asset=name, blocking=True,
-                description="Conformed schema and the targets' natural keys hold; only then is the model swapped in.",
+                SCHEMA_CHECK,
+                asset=name,
+                blocking=True,
+                description="Conformed schema and the targets' natural keys hold; "
+                "only then is the model swapped in.",
             )
             for name in TABLES
         ),
         AssetCheckSpec(
-            LEA_GATE_CHECK, asset="staff",
-            description="Per-LEA thresholds (rejected share, staff disappeared); a failed LEA keeps its previous rows.",
+            LEA_GATE_CHECK,
+            asset="staff",
+            description="Per-LEA thresholds (rejected share, staff disappeared); "
+            "a failed LEA keeps its previous rows.",
         ),
     ],
 )
@@ -68,10 +75,14 @@ def conformed(context: AssetExecutionContext, warehouse: WarehouseResource):
             extra = {
                 "preview": markdown_table(preview(con, "SELECT * FROM staff ORDER BY person_id", 10)),
                 "matched_by": markdown_table(
-                    con.execute("SELECT matched_by, count(*) AS people FROM staff GROUP BY 1 ORDER BY 2 DESC").df()
+                    con.execute(
+                        "SELECT matched_by, count(*) AS people FROM staff GROUP BY 1 ORDER BY 2 DESC"
+                    ).df()
                 ),
                 "status": markdown_table(
-                    con.execute("SELECT status, leaving_reason, count(*) AS people FROM staff GROUP BY ALL").df()
+                    con.execute(
+                        "SELECT status, leaving_reason, count(*) AS people FROM staff GROUP BY ALL"
+                    ).df()
                 ),
                 "match_issues": markdown_table(
                     con.execute("SELECT issue, count(*) AS issues FROM staff_match_issues GROUP BY 1").df()
@@ -90,9 +101,9 @@ def conformed(context: AssetExecutionContext, warehouse: WarehouseResource):
             check_name=SCHEMA_CHECK,
             passed=result.swapped,
             severity=AssetCheckSeverity.ERROR,
-            description=None if result.swapped else (
-                "model refused: " + ", ".join(sorted(result.failures)) + " failed; previous tables kept"
-            ),
+            description=None
+            if result.swapped
+            else ("model refused: " + ", ".join(sorted(result.failures)) + " failed; previous tables kept"),
             metadata={"rows": result.rows[table], **failure_metadata(result.failures.get(table))},
         )
     yield AssetCheckResult(

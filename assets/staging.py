@@ -5,8 +5,6 @@ only when every table schema passes; the blocking checks report that, with the r
 counts per rule and a sample, so the conformed model and the loads never see a refused table.
 """
 
-from __future__ import annotations
-
 import pandas as pd
 from dagster import (
     AssetCheckResult,
@@ -22,8 +20,8 @@ from dagster import (
 from staff_pipeline.config import load_settings
 from staff_pipeline.metadata import markdown_table
 from staff_pipeline.resources import WarehouseResource
-from staff_pipeline.transform.steps import StepResult, stage
 from staff_pipeline.transform.staging import STAGED
+from staff_pipeline.transform.steps import StepResult, stage
 from staff_pipeline.warehouse import preview
 
 GATE_CHECK = "pandera_gate"
@@ -47,7 +45,10 @@ def failure_metadata(cases: pd.DataFrame | None) -> dict:
     if cases is None or not len(cases):
         return {}
     counts = cases.groupby(["column", "check"], dropna=False).size().rename("cases").reset_index()
-    return {"failures_by_rule": markdown_table(counts), "failure_sample": markdown_table(cases.head(SAMPLE_ROWS))}
+    return {
+        "failures_by_rule": markdown_table(counts),
+        "failure_sample": markdown_table(cases.head(SAMPLE_ROWS)),
+    }
 
 
 def rejected_metadata(rejected: pd.DataFrame) -> dict:
@@ -65,14 +66,20 @@ def rejected_metadata(rejected: pd.DataFrame) -> dict:
 @multi_asset(
     specs=[
         AssetSpec(
-            name, group_name="staging", deps=[AssetKey(_DEPS[name])], kinds={"duckdb", "pandera"},
-            description=_DESCRIPTIONS[name], skippable=True,
+            name,
+            group_name="staging",
+            deps=[AssetKey(_DEPS[name])],
+            kinds={"duckdb", "pandera"},
+            description=_DESCRIPTIONS[name],
+            skippable=True,
         )
         for name in STAGED
     ],
     check_specs=[
         AssetCheckSpec(
-            GATE_CHECK, asset=name, blocking=True,
+            GATE_CHECK,
+            asset=name,
+            blocking=True,
             description="The staged table meets its pandera schema (rows that did not are in rejected_rows).",
         )
         for name in STAGED
@@ -85,21 +92,30 @@ def staging(context: AssetExecutionContext, warehouse: WarehouseResource):
     rejected = result.rejected if result.rejected is not None else pd.DataFrame()
     for table in STAGED:
         mine = rejected[rejected["table_name"] == table] if len(rejected) else rejected
-        gate_meta = {"rows": result.rows[table], **rejected_metadata(mine)} if len(mine) else {
-            "rows": result.rows[table], "rejected": 0}
+        gate_meta = (
+            {"rows": result.rows[table], **rejected_metadata(mine)}
+            if len(mine)
+            else {"rows": result.rows[table], "rejected": 0}
+        )
         if result.swapped:
             yield MaterializeResult(
                 asset_key=table, metadata={**gate_meta, "preview": markdown_table(previews[table])}
             )
         elif table not in result.failures:
-            context.log.warning(f"{table} passed its schema but was not swapped in: another staged table failed")
+            context.log.warning(
+                f"{table} passed its schema but was not swapped in: another staged table failed"
+            )
         yield AssetCheckResult(
             asset_key=table,
             check_name=GATE_CHECK,
             passed=result.swapped,
             severity=AssetCheckSeverity.ERROR,
-            description=None if result.swapped else (
-                "table refused: " + ", ".join(sorted(result.failures)) + " failed the schema; nothing swapped in"
+            description=None
+            if result.swapped
+            else (
+                "table refused: "
+                + ", ".join(sorted(result.failures))
+                + " failed the schema; nothing swapped in"
             ),
             metadata={**gate_meta, **failure_metadata(result.failures.get(table))},
         )

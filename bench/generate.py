@@ -1,6 +1,6 @@
 """Generate N synthetic people and report wall time, peak RSS and throughput.
 
-    .venv/bin/python -m bench.generate --people 1000000 [--out DIR] [--keep]
+.venv/bin/python -m bench.generate --people 1000000 [--out DIR] [--keep]
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from staff_pipeline.config import load_organisations
-from staff_pipeline.settings import paths
+from staff_pipeline.settings import REPO_ROOT, paths
 
 TABLES = (
     "raw_eduv_requests",
@@ -137,7 +137,7 @@ def _run(job_name: str, instance: object, partition: str | None = None) -> bool:
     )
     materialised = [e for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"]
     checks = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
-    failed_checks = [e for e in checks if not e.event_specific_data.asset_check_evaluation.passed]
+    failed_checks = [e for e in checks if not e.event_specific_data.passed]
     state = "✓" if result.success else "✗"
     _say(
         f"    {state} {len(materialised)} asset(s) materialised, {len(checks) - len(failed_checks)}/"
@@ -212,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     root = paths().data_dir
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path.cwd() / ".dagster_home")))
     home.mkdir(parents=True, exist_ok=True)
+    instance_yaml = REPO_ROOT / "dagster.yaml"
+    if instance_yaml.exists() and not (home / "dagster.yaml").exists():
+        shutil.copy(instance_yaml, home / "dagster.yaml")
     _reset(root)
     _say(f"Generating {args.people:,} synthetic staff (seed {args.seed}) ...")
     with tempfile.TemporaryDirectory(prefix="staff-demo-") as tmp, ExitStack() as stack:

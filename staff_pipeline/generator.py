@@ -54,11 +54,13 @@ MIDDLE = ("A.", "Lee", "Marie", "J.", "Ann", "Ray", "Élise")
 FTE = ("1.0", "1.0", "1.0", "0.8", "0.6", "0.5")
 TITLES = {"TCH": "Teacher", "SUB": "Substitute", "PRN": "Principal", "APR": "Assistant Principal"}
 
-# Edu-V role that matches an SIS position code, so both sources tell a consistent story.
-EDUV_ROLE_FOR_POSITION = {
-    "TCH": "leraar", "SUB": "invalkracht", "PRN": "onderwijsdirecteur", "APR": "onderwijsdirecteur",
-    "SUP": "onderwijsbestuurder", "CNS": "begeleider", "AIDE": "stagiair", "LIB": "leermiddelencoordinator",
-    "OFF": "administratief-medewerker", "PSY": "begeleider",
+# Edu-V roles that match an SIS position code (one picked per assignment), so both sources tell a
+# consistent story and every organisationRole value occurs.
+EDUV_ROLES_FOR_POSITION = {
+    "TCH": ("leraar", "leraar", "leraar", "mentor"), "SUB": ("invalkracht",),
+    "PRN": ("onderwijsdirecteur",), "APR": ("onderwijsdirecteur",), "SUP": ("onderwijsbestuurder",),
+    "CNS": ("begeleider", "ibp-er"), "AIDE": ("stagiair",), "LIB": ("leermiddelencoordinator",),
+    "OFF": ("administratief-medewerker", "applicatiebeheerder"), "PSY": ("begeleider",),
 }  # fmt: skip
 POSITION_WEIGHTS = {"TCH": 60, "SUB": 8, "AIDE": 8, "OFF": 6, "CNS": 4, "LIB": 3, "PRN": 3, "APR": 3}
 
@@ -196,6 +198,7 @@ def _draw(rng: np.random.Generator, n: int, plan: _Plan, bad_share: float, today
         "bad_eduv": np.where(rng.random(n) < bad_share, rng.integers(0, len(EDUV_BAD_KINDS), n), -1),
     }
     d["newline_title"] = rng.random((n, 3)) < 0.02
+    d["role_pick"] = rng.integers(0, 12, (n, 3))
     midnight = np.datetime64(today, "s")
     seconds = d.pop("seconds")
     created = midnight - d["created"] * 86_400 + seconds[:, 0]
@@ -280,9 +283,10 @@ def _employee(i: int, j: int, p: dict, d: dict[str, list], plan: _Plan, today: d
     if in_sis:
         user_ids.append({"userId": p["local_id"], "userIdType": "ASI"})
     roles = []
-    for _slot, school, position, begin, end in p["assignments"]:
+    for slot, school, position, begin, end in p["assignments"]:
+        options = EDUV_ROLES_FOR_POSITION.get(position, ("leraar",))
         role = {
-            "organisationRole": EDUV_ROLE_FOR_POSITION.get(position, "leraar"),
+            "organisationRole": options[d["role_pick"][j][slot] % len(options)],
             "beginDate": begin.isoformat(),
             "organisation": plan.refs[school],
         }
@@ -293,7 +297,7 @@ def _employee(i: int, j: int, p: dict, d: dict[str, list], plan: _Plan, today: d
         "givenName": p["first"],
         "familyName": p["last"],
         "email": f"{p['handle']}@{plan.domains[lea]}",
-        "phone": p["phone"],
+        ("mobile" if p["phone"].startswith("+31 6") else "phone"): p["phone"],
         "status": "tobedeleted" if d["tobedeleted"][j] else "active",
         "dateCreated": f"{d['created_at'][j]}Z",
         "dateLastModified": f"{d['modified_at'][j]}Z",

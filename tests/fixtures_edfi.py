@@ -200,3 +200,13 @@ def lea_a_client(edfi_standin: EdFiStandIn) -> Iterator[EdFiClient]:
     client = EdFiClient(edfi_standin.url, f"lea-{LEA_A}", "secret-a", policy=RetryPolicy(5, 0.01, 0.05))
     yield client
     client.close()
+
+
+def one_school_world(standin: EdFiStandIn, people: int, prefix: str) -> None:
+    """``people`` staff known to WISEid, each with one assignment and one email at school A1."""
+    world = Conformed()
+    for i in range(people):
+        standin.add_staff(None, f"{prefix.upper()}{i:03d}")
+        world.person(f"{prefix}{i}", f"{prefix.upper()}{i:03d}").assign(f"{prefix}{i}", LEA_A, SCHOOL_A1)
+        world.email(f"{prefix}{i}", LEA_A, SCHOOL_A1, f"{prefix}{i}@lea1.com")
+    world.write()

@@ -1,6 +1,6 @@
 """Raw-layer rows for the gate, identity and conformed tests, written straight into DuckDB.
 
-The tables follow ARCHITECTURE.md's raw contract (the extract stage owns the real ones); employee
+The tables are the extract stage's own (``ensure_tables``), filled without HTTP or files; employee
 elements are JSON text in the Edu-V Employee shape. Schools are the checked-in ``data/organisations.csv``:
 LEA 100001 (lakeview-elem PO by master id, lakeview-high VO by OIE_CODE 12AB), LEA 100002
 (riverside-elem PO by V_ID 04XY00, riverside-middle VO, riverside-choice), LEA 100003.
@@ -8,44 +8,24 @@ LEA 100001 (lakeview-elem PO by master id, lakeview-high VO by OIE_CODE 12AB), L
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import duckdb
+
+from staff_pipeline.config import load_settings
+from staff_pipeline.extract import eduv, sis
+from staff_pipeline.extract.sis_columns import CANONICAL
+from staff_pipeline.transform.steps import conform, stage
 
 LAKEVIEW_ELEM = {"organisationMasterIdentifier": "6f1c2a7e-3b1d-4c55-9a0e-0b9f1e2d3c41"}
 LAKEVIEW_HIGH = {"organisationIds": [{"organisationId": "12AB", "organisationIdType": "OIE_CODE"}]}
 RIVERSIDE_ELEM = {"organisationIds": [{"organisationId": "04XY00", "organisationIdType": "V_ID"}]}
 UNKNOWN_ORG = {"organisationIds": [{"organisationId": "99ZZ", "organisationIdType": "OIE_CODE"}]}
 
-SIS_COLUMNS = (
-    "local_staff_id", "state_staff_id", "first_name", "middle_name", "last_name", "email", "alt_email",
-    "phone", "school_code", "position_code", "position_title", "begin_date", "end_date", "fte", "username",
-)
-
-DDL = f"""
-CREATE TABLE IF NOT EXISTS raw_eduv_requests(request_id VARCHAR, run_id VARCHAR, school_key VARCHAR,
-    params JSON, http_status INT, ok BOOL, status_message VARCHAR, employee_count INT, bytes BIGINT,
-    sha256 VARCHAR, response_path VARCHAR, extracted_at TIMESTAMPTZ);
-CREATE TABLE IF NOT EXISTS raw_eduv_employees(request_id VARCHAR, run_id VARCHAR, school_key VARCHAR,
-    element_no INT, employee JSON, extracted_at TIMESTAMPTZ);
-CREATE OR REPLACE VIEW raw_eduv_employees_latest AS
-    SELECT e.* FROM raw_eduv_employees e JOIN (
-        SELECT school_key, arg_max(request_id, extracted_at) AS request_id FROM raw_eduv_requests WHERE ok
-        GROUP BY school_key) l USING (school_key, request_id);
-CREATE TABLE IF NOT EXISTS raw_sis_files(file_sha256 VARCHAR, lea_id BIGINT, file_name VARCHAR,
-    archived_path VARCHAR, bytes BIGINT, rows INT, encoding VARCHAR, delimiter VARCHAR, status VARCHAR,
-    message VARCHAR, run_id VARCHAR, landed_at TIMESTAMPTZ);
-CREATE TABLE IF NOT EXISTS raw_sis_staff(run_id VARCHAR, lea_id BIGINT, file_name VARCHAR,
-    file_sha256 VARCHAR, line_number INT, {", ".join(f"{c} VARCHAR" for c in SIS_COLUMNS)}, extra JSON,
-    landed_at TIMESTAMPTZ);
-CREATE OR REPLACE VIEW raw_sis_staff_latest AS
-    SELECT s.* FROM raw_sis_staff s JOIN (
-        SELECT lea_id, arg_max(file_sha256, landed_at) AS file_sha256 FROM raw_sis_files
-        WHERE status = 'landed' GROUP BY lea_id) l USING (lea_id, file_sha256);
-"""
 
 _clock = itertools.count()
 
@@ -64,7 +44,10 @@ def role(org: dict, name: str = "leraar", begin: str = "2020-08-01", end: str | 
 
 def employee(n: int, roles: list[dict] | None = None, asi: str | None = None, **fields: Any) -> dict:
     """A full Edu-V Employee; ``asi`` adds the LAS userId that SIS knows as ``local_staff_id``."""
-    ids = [{"userId": f"eck-{n}", "userIdType": "eckId"}, {"userId": f"{900000000 + n}", "userIdType": "NEPPI"}]
+    ids = [
+        {"userId": f"eck-{n}", "userIdType": "eckId"},
+        {"userId": f"{900000000 + n}", "userIdType": "NEPPI"},
+    ]
     if asi:
         ids.append({"userId": asi, "userIdType": "ASI"})
     out = {
@@ -84,10 +67,21 @@ def employee(n: int, roles: list[dict] | None = None, asi: str | None = None, **
 
 def sis_row(local: str, school: str = "LVE", **fields: str | None) -> dict[str, str | None]:
     row: dict[str, str | None] = {
-        "local_staff_id": local, "state_staff_id": None, "first_name": f"First{local}", "middle_name": None,
-        "last_name": f"Last{local}", "email": f"{local.lower()}@district.example.org", "alt_email": None,
-        "phone": None, "school_code": school, "position_code": "TCH", "position_title": "Teacher",
-        "begin_date": "2024-08-15", "end_date": None, "fte": "1.0", "username": None,
+        "local_staff_id": local,
+        "state_staff_id": None,
+        "first_name": f"First{local}",
+        "middle_name": None,
+        "last_name": f"Last{local}",
+        "email": f"{local.lower()}@district.example.org",
+        "alt_email": None,
+        "phone": None,
+        "school_code": school,
+        "position_code": "TCH",
+        "position_title": "Teacher",
+        "begin_date": "2024-08-15",
+        "end_date": None,
+        "fte": "1.0",
+        "username": None,
     }
     row.update(fields)
     return row
@@ -98,7 +92,8 @@ class Raw:
 
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
-        con.execute(DDL)
+        eduv.ensure_tables(con)
+        sis.ensure_tables(con)
         self._ids = itertools.count(1)
 
     def eduv(self, school_key: str, employees: list[dict | str], ok: bool = True, status: int = 200) -> str:
@@ -112,7 +107,8 @@ class Raw:
         for n, element in enumerate(employees if ok else []):
             text = element if isinstance(element, str) else json.dumps(element)
             self.con.execute(
-                "INSERT INTO raw_eduv_employees VALUES (?, 'run', ?, ?, ?, ?)", [request_id, school_key, n, text, at]
+                "INSERT INTO raw_eduv_employees VALUES (?, 'run', ?, ?, ?, ?)",
+                [request_id, school_key, n, text, at],
             )
         return request_id
 
@@ -126,7 +122,19 @@ class Raw:
         )
         for line, row in enumerate(rows, start=2):
             self.con.execute(
-                f"INSERT INTO raw_sis_staff VALUES ('run', ?, ?, ?, ?, {', '.join('?' * len(SIS_COLUMNS))}, NULL, ?)",
-                [lea_id, file_name, sha, line, *(row.get(c) for c in SIS_COLUMNS), at],
+                f"INSERT INTO raw_sis_staff VALUES ('run', ?, ?, ?, ?, {', '.join('?' * len(CANONICAL))}, "
+                "NULL, ?)",
+                [lea_id, file_name, sha, line, *(row.get(c) for c in CANONICAL), at],
             )
         return file_name
+
+
+def run_both(
+    con: duckdb.DuckDBPyConnection, run_id: str = "run", today: date = date(2026, 1, 15), **gate: float
+):
+    """Stage and conform as the assets do; ``gate`` overrides ``[gate]`` thresholds."""
+    settings = load_settings()
+    settings = dataclasses.replace(settings, gate=dataclasses.replace(settings.gate, **gate))
+    staged = stage(con, run_id, settings)
+    assert staged.swapped, staged.failures
+    return conform(con, run_id, settings, today=today)

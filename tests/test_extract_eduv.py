@@ -121,12 +121,13 @@ def test_a_bad_config_line_is_named_by_file_line_and_school() -> None:
         extract.school_queries(frame)
 
 
-def test_schools_without_eduv_ids_are_not_queried(tmp_path: Path) -> None:
-    line = "sis-only,SIS Only,100009,Board S,1000090001,PO,false,,,,,false,,SIS,sigma,901"
-    queries = extract.school_queries(
-        write_organisations(tmp_path / "cfg", ORG_ROWS["a-po"], line, ORG_ROWS["b-po"])
+def test_schools_without_eduv_ids_are_not_queried() -> None:
+    frame = pd.DataFrame(
+        [{**ROW, "school_key": "sis-only"}, {**ROW, "school_key": "m", "eduv_org_master_id": "m-1"}]
     )
-    assert [(q.school_key, q.line) for q in queries] == [("a-po", 2), ("b-po", 4)]
+    assert [(q.school_key, q.line, q.params) for q in extract.school_queries(frame)] == [
+        ("m", 3, {"orgMasterId": "m-1"})
+    ]
 
 
 # -- end to end over HTTP into DuckDB ----------------------------------------------------------------
@@ -159,6 +160,11 @@ def test_raw_rows_equal_what_was_served_with_lineage(tmp_path: Path, eduv_client
         assert row.http_status == 200 and row.ok and row.run_id == "run-1" and pd.isna(row.status_message)
         assert row.bytes == len(body) and row.sha256 == hashlib.sha256(body).hexdigest()
         assert row.employee_count == len(json.loads(body))
+    with warehouse.connect() as con:
+        for path, text in con.execute(
+            "SELECT response_path, employee FROM raw_eduv_employees JOIN raw_eduv_requests USING (request_id)"
+        ).fetchall():
+            assert text.encode() in Path(path).read_bytes()  # the element verbatim, not re-serialised
         assert Path(row.response_path).is_relative_to(paths().landing / "eduv" / "run-1")
 
 
@@ -285,7 +291,7 @@ def test_a_200_that_is_not_a_json_array_is_a_failed_request(tmp_path: Path, eduv
     }
     lines = [
         ORG_ROWS["a-po"],
-        ORG_ROWS["b-po"].replace(f"{OAB_B},,,", "bp-1,BP_ID,"),
+        ORG_ROWS["b-po"].replace(f"{OAB_B},,,", ",bp-1,BP_ID,"),
         ORG_ROWS["c-po"],
         "d-po,D,100004,Board D,1000040001,PO,false,,DD-1,DD_ID,,false,,DPO,delta,801",
     ]

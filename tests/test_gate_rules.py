@@ -26,45 +26,151 @@ def raw(con: duckdb.DuckDBPyConnection) -> Raw:
 
 def _rejected(con: duckdb.DuckDBPyConnection) -> list[tuple]:
     return con.execute(
-        "SELECT table_name, record_key, location, column_name, rule, value FROM rejected_rows ORDER BY location"
+        "SELECT table_name, record_key, location, column_name, rule, value "
+        "FROM rejected_rows ORDER BY location"
     ).fetchall()
 
 
-EDUV_CASES = [
-    ("email", employee(2, email="not-an-email"), "stg_eduv_employees", "email", "email_format", "not-an-email"),
-    ("phone", employee(2, phone="call me"), "stg_eduv_employees", "phone", "phone_format", "call me"),
-    ("status", employee(2, status="gone"), "stg_eduv_employees", "status", "enum", "gone"),
-    ("given name", employee(2, givenName=None), "stg_eduv_employees", "given_name", "required", None),
-    ("name length", employee(2, familyName="x" * 51), "stg_eduv_employees", "family_name", "too_long", "x" * 51),
-    ("timestamp", employee(2, dateLastModified="yesterday"), "stg_eduv_employees", "date_last_modified",
-     "timestamp_format", "yesterday"),
-    ("no user ids", employee(2, userIds=[]), "stg_eduv_employees", "userIds", "required", None),
-    ("user id type", employee(2, userIds=[{"userId": "x", "userIdType": "eckId"}, {"userId": "1", "userIdType": "SSN"}]),
-     "stg_eduv_employee_ids", "user_id_type", "enum", "SSN"),
-    ("role enum", employee(2, roles=[role(LAKEVIEW_ELEM, "conciërge")]), "stg_eduv_employee_roles",
-     "organisation_role", "enum", "conciërge"),
-    ("unknown school", employee(2, roles=[role(UNKNOWN_ORG)]), "stg_eduv_employee_roles", "organisation",
-     "unknown_school", "I:OIE_CODE:99ZZ"),
-    ("end before begin", employee(2, roles=[role(LAKEVIEW_ELEM, begin="2024-08-01", end="2024-08-01")]),
-     "stg_eduv_employee_roles", "end_date", "date_order", "2024-08-01"),
-    ("bad date", employee(2, roles=[role(LAKEVIEW_ELEM, begin="2024-02-30")]), "stg_eduv_employee_roles",
-     "begin_date", "date_format", "2024-02-30"),
-]
+def _eduv_cases() -> list[tuple]:
+    """(case, bad employee, table, column, rule, value): one crafted bad element per rule."""
+    return [
+        (
+            "email",
+            employee(2, email="not-an-email"),
+            "stg_eduv_employees",
+            "email",
+            "email_format",
+            "not-an-email",
+        ),
+        ("phone", employee(3, phone="call me"), "stg_eduv_employees", "phone", "phone_format", "call me"),
+        ("status", employee(4, status="gone"), "stg_eduv_employees", "status", "enum", "gone"),
+        ("given name", employee(5, givenName=None), "stg_eduv_employees", "given_name", "required", None),
+        (
+            "name length",
+            employee(6, familyName="x" * 51),
+            "stg_eduv_employees",
+            "family_name",
+            "too_long",
+            "x" * 51,
+        ),
+        (
+            "timestamp",
+            employee(7, dateLastModified="yesterday"),
+            "stg_eduv_employees",
+            "date_last_modified",
+            "timestamp_format",
+            "yesterday",
+        ),
+        ("no user ids", employee(8, userIds=[]), "stg_eduv_employees", "userIds", "required", None),
+        (
+            "user id type",
+            employee(
+                9, userIds=[{"userId": "x9", "userIdType": "eckId"}, {"userId": "1", "userIdType": "SSN"}]
+            ),
+            "stg_eduv_employee_ids",
+            "user_id_type",
+            "enum",
+            "SSN",
+        ),
+        (
+            "role enum",
+            employee(10, roles=[role(LAKEVIEW_ELEM, "conciërge")]),
+            "stg_eduv_employee_roles",
+            "organisation_role",
+            "enum",
+            "conciërge",
+        ),
+        (
+            "unknown school",
+            employee(11, roles=[role(UNKNOWN_ORG)]),
+            "stg_eduv_employee_roles",
+            "organisation",
+            "unknown_school",
+            "I:OIE_CODE:99ZZ",
+        ),
+        (
+            "end before begin",
+            employee(12, roles=[role(LAKEVIEW_ELEM, begin="2024-08-01", end="2024-08-01")]),
+            "stg_eduv_employee_roles",
+            "end_date",
+            "date_order",
+            "2024-08-01",
+        ),
+        (
+            "bad date",
+            employee(13, roles=[role(LAKEVIEW_ELEM, begin="2024-02-30")]),
+            "stg_eduv_employee_roles",
+            "begin_date",
+            "date_format",
+            "2024-02-30",
+        ),
+    ]
 
 
-@pytest.mark.parametrize(("case", "bad", "table", "column", "rule", "value"), EDUV_CASES, ids=[c[0] for c in EDUV_CASES])
-def test_eduv_rule_rejects_the_row(con, raw, case, bad, table, column, rule, value) -> None:
-    request = raw.eduv("lakeview-elem", [employee(1), bad])
-    result = stage(con, "run-1", load_settings())
+def _sis_cases() -> list[tuple]:
+    """(case, fields spoiling one SIS row, column, rule, value)."""
+    return [
+        ("email", {"email": "x@@y"}, "email", "email_format", "x@@y"),
+        ("alt email", {"alt_email": "nope"}, "alt_email", "email_format", "nope"),
+        ("phone", {"phone": "12"}, "phone", "phone_format", "12"),
+        ("required name", {"last_name": "  "}, "last_name", "required", None),
+        ("31 February", {"begin_date": "31/02/2025"}, "begin_date", "date_format", "31/02/2025"),
+        ("end before begin", {"end_date": "2024-08-01"}, "end_date", "date_order", "2024-08-01"),
+        ("fte text", {"fte": "full"}, "fte", "number_format", "full"),
+        ("fte range", {"fte": "1.5"}, "fte", "range", "1.5"),
+        ("unknown school", {"school_code": "XYZ"}, "school_code", "unknown_school", "XYZ"),
+        ("school of another LEA", {"school_code": "RSE"}, "school_code", "unknown_school", "RSE"),
+        ("unknown position", {"position_code": "CHEF"}, "position_code", "unknown_role", "CHEF"),
+        ("state id", {"state_staff_id": "12 34"}, "state_staff_id", "id_format", "12 34"),
+        ("local id length", {"local_staff_id": "L" * 51}, "local_staff_id", "too_long", "L" * 51),
+    ]
 
-    rows = _rejected(con)
-    assert [(r[0], r[3], r[4], r[5]) for r in rows] == [(table, column, rule, value)]
-    assert rows[0][2].startswith(f"{request}:1")
-    assert result.swapped
-    good = con.execute("SELECT record_key FROM stg_eduv_employees ORDER BY 1").fetchall()
-    assert ("eduv:eckId:eck-1",) in good
-    if table == "stg_eduv_employees":
-        assert good == [("eduv:eckId:eck-1",)]
+
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One load holding every crafted bad row next to good ones, staged once for the module."""
+    with connect(tmp_path_factory.mktemp("gate") / "warehouse.duckdb") as con:
+        raw = Raw(con)
+        request = raw.eduv("lakeview-elem", [employee(1), *(c[1] for c in _eduv_cases())])
+        sis_rows = [sis_row("T0"), *(sis_row(f"T{i + 1}", **c[1]) for i, c in enumerate(_sis_cases()))]
+        sis_file = raw.sis(100001, sis_rows)
+        result = stage(con, "run-1", load_settings())
+        return {
+            "request": request,
+            "sis_file": sis_file,
+            "swapped": result.swapped,
+            "rejected": _rejected(con),
+            "employees": con.execute("SELECT record_key FROM stg_eduv_employees ORDER BY 1").fetchall(),
+            "sis": con.execute("SELECT local_staff_id FROM stg_sis_staff_assignments").fetchall(),
+        }
+
+
+@pytest.mark.parametrize("n", range(len(_eduv_cases())), ids=[c[0] for c in _eduv_cases()])
+def test_eduv_rule_rejects_its_row(gated: dict, n: int) -> None:
+    _case, _bad, table, column, rule, value = _eduv_cases()[n]
+    element = f"{gated['request']}:{n + 1}"
+    mine = [(r[0], r[3], r[4], r[5]) for r in gated["rejected"] if r[2].split("/")[0] == element]
+    assert mine == [(table, column, rule, value)]
+
+
+def test_eduv_good_rows_go_on(gated: dict) -> None:
+    assert gated["swapped"]
+    staged = {r[0] for r in gated["employees"]}
+    rejected_elements = {n + 1 for n, c in enumerate(_eduv_cases()) if c[2] == "stg_eduv_employees"}
+    assert "eduv:eckId:eck-1" in staged
+    assert not any(f"eduv:eckId:eck-{n + 1}" in staged for n in rejected_elements)
+    assert "eduv:eckId:eck-10" in staged  # only its role was bad
+
+
+@pytest.mark.parametrize("n", range(len(_sis_cases())), ids=[c[0] for c in _sis_cases()])
+def test_sis_rule_rejects_its_row(gated: dict, n: int) -> None:
+    _case, _fields, column, rule, value = _sis_cases()[n]
+    location = f"{gated['sis_file']}:{n + 3}"  # header is line 1, the good row line 2
+    assert [(r[3], r[4], r[5]) for r in gated["rejected"] if r[2] == location] == [(column, rule, value)]
+
+
+def test_sis_good_rows_go_on(gated: dict) -> None:
+    assert gated["sis"] == [("T0",)]
 
 
 def test_unknown_role_for_the_sector_is_rejected(con, raw, tmp_path, monkeypatch) -> None:
@@ -76,9 +182,13 @@ def test_unknown_role_for_the_sector_is_rejected(con, raw, tmp_path, monkeypatch
     for name in ("organisations.csv", "pipeline.toml"):
         (config / name).write_text((REPO_ROOT / "data" / name).read_text())
     crosswalk = (REPO_ROOT / "data" / "role_crosswalk.csv").read_text().splitlines()
-    (config / "role_crosswalk.csv").write_text("\n".join(x for x in crosswalk if not x.startswith("eduv,leraar,VO")))
+    (config / "role_crosswalk.csv").write_text(
+        "\n".join(x for x in crosswalk if not x.startswith("eduv,leraar,VO"))
+    )
     monkeypatch.setenv("STAFF_CONFIG_DIR", str(config))
-    raw.eduv("lakeview-high", [employee(1, roles=[role(LAKEVIEW_HIGH, "leraar"), role(LAKEVIEW_HIGH, "mentor")])])
+    raw.eduv(
+        "lakeview-high", [employee(1, roles=[role(LAKEVIEW_HIGH, "leraar"), role(LAKEVIEW_HIGH, "mentor")])]
+    )
 
     stage(con, "run-1", load_settings())
 
@@ -86,34 +196,6 @@ def test_unknown_role_for_the_sector_is_rejected(con, raw, tmp_path, monkeypatch
         ("stg_eduv_employee_roles", "organisation_role", "unknown_role", "leraar")
     ]
     assert con.execute("SELECT organisation_role FROM stg_eduv_employee_roles").fetchall() == [("mentor",)]
-
-
-SIS_CASES = [
-    ("email", {"email": "x@@y"}, "email", "email_format", "x@@y"),
-    ("alt email", {"alt_email": "nope"}, "alt_email", "email_format", "nope"),
-    ("phone", {"phone": "12"}, "phone", "phone_format", "12"),
-    ("required name", {"last_name": "  "}, "last_name", "required", None),
-    ("31 February", {"begin_date": "31/02/2025"}, "begin_date", "date_format", "31/02/2025"),
-    ("end before begin", {"end_date": "2024-08-01"}, "end_date", "date_order", "2024-08-01"),
-    ("fte text", {"fte": "full"}, "fte", "number_format", "full"),
-    ("fte range", {"fte": "1.5"}, "fte", "range", "1.5"),
-    ("unknown school", {"school_code": "XYZ"}, "school_code", "unknown_school", "XYZ"),
-    ("school of another LEA", {"school_code": "RSE"}, "school_code", "unknown_school", "RSE"),
-    ("unknown position", {"position_code": "CHEF"}, "position_code", "unknown_role", "CHEF"),
-    ("state id", {"state_staff_id": "12 34"}, "state_staff_id", "id_format", "12 34"),
-    ("local id length", {"local_staff_id": "L" * 51}, "local_staff_id", "too_long", "L" * 51),
-]
-
-
-@pytest.mark.parametrize(("case", "fields", "column", "rule", "value"), SIS_CASES, ids=[c[0] for c in SIS_CASES])
-def test_sis_rule_rejects_the_row(con, raw, case, fields, column, rule, value) -> None:
-    file_name = raw.sis(100001, [sis_row("T1"), sis_row("T2", **fields)])
-    result = stage(con, "run-1", load_settings())
-
-    rows = _rejected(con)
-    assert [(r[2], r[3], r[4], r[5]) for r in rows] == [(f"{file_name}:3", column, rule, value)]
-    assert result.swapped
-    assert con.execute("SELECT local_staff_id FROM stg_sis_staff_assignments").fetchall() == [("T1",)]
 
 
 def test_us_dates_are_read_and_duplicates_keep_the_first(con, raw) -> None:
@@ -161,5 +243,7 @@ def test_rejected_rows_accumulate_per_run_and_counts_per_lea(con, raw) -> None:
     stage(con, "run-2", load_settings())
 
     assert con.execute("SELECT run_id, count(*) FROM rejected_rows GROUP BY 1 ORDER BY 1").fetchall() == [
-        ("run-1", 1), ("run-2", 1)]
+        ("run-1", 1),
+        ("run-2", 1),
+    ]
     assert con.execute("SELECT lea_id, rows, rejected FROM stg_lea_counts").fetchall() == [(100001, 2, 1)]

@@ -1,14 +1,13 @@
-"""The instance on PostgreSQL (deploy/postgres/dagster.yaml): queued LEA runs run in parallel.
+"""The instance on PostgreSQL (deploy/postgres/dagster.yaml): LEA partitions run in parallel.
 
-A throwaway PostgreSQL cluster is created in a temp folder on a free loopback port; the daemon
-(queued run coordinator, pools) launches one run per LEA partition; the runs and their events must
-land in PostgreSQL, not in SQLite under DAGSTER_HOME.
+A throwaway PostgreSQL cluster is created in a temp folder on a free loopback port; one process per
+LEA partition runs its job against the instance at the same time (as run workers on several
+machines would); the runs and their events must land in PostgreSQL, not in SQLite under DAGSTER_HOME.
 """
 
 from __future__ import annotations
 
 import glob
-import json
 import os
 import pwd
 import shutil
@@ -16,12 +15,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
 import pytest
+from dagster import DagsterInstance
 
 from staff_pipeline.partitions import lea_partitions
 from staff_pipeline.settings import REPO_ROOT, paths
@@ -29,7 +28,14 @@ from staff_pipeline.warehouse import connect
 
 pytestmark = pytest.mark.postgres
 
-BIN = Path(sys.executable).parent
+RUN_PARTITION = """
+import sys
+from dagster import DagsterInstance, execute_job, reconstructable
+from tests.pg_location import lea_fanout_job
+with DagsterInstance.get() as instance:
+    result = execute_job(reconstructable(lea_fanout_job), instance, tags={"dagster/partition": sys.argv[1]})
+    print(result.run_id)
+"""
 
 
 def _pg_bindir() -> Path | None:
@@ -110,81 +116,30 @@ def test_lea_partitions_run_in_parallel_on_the_postgres_instance(
         monkeypatch.setenv(name, value)
     home = Path(os.environ["DAGSTER_HOME"])
     shutil.copy(REPO_ROOT / "deploy" / "postgres" / "dagster.yaml", home / "dagster.yaml")
-    workspace = tmp_path / "workspace.yaml"
-    workspace.write_text(
-        "load_from:\n  - python_module:\n      module_name: tests.pg_location\n"
-        f"      working_directory: {REPO_ROOT}\n",
-        encoding="utf-8",
-    )
     env = {**os.environ}
     leas = lea_partitions.get_partition_keys()
+    # The documented one-time pool setup (`dagster instance concurrency set ...`), done in-process.
+    with DagsterInstance.get() as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        for pool, limit in (("duckdb_writer", 1), ("edfi_api", len(leas)), ("linkit_api", 2)):
+            instance.event_log_storage.set_concurrency_slots(pool, limit)
 
-    # The documented one-time setup of the API pool; duckdb_writer keeps the default limit of 1.
-    setup = subprocess.run(
-        [str(BIN / "dagster"), "instance", "concurrency", "set", "edfi_api", str(len(leas))],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert setup.returncode == 0, setup.stdout + setup.stderr
-    log_path = tmp_path / "daemon.log"
-    with log_path.open("w") as log:
-        daemon = subprocess.Popen(
-            [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)],
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RUN_PARTITION, lea],
             cwd=REPO_ROOT,
             env=env,
-            stdout=log,
+            stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            text=True,
         )
-    try:
-        run_ids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(len(leas))]
-        launches = [
-            subprocess.Popen(
-                [
-                    str(BIN / "dagster"),
-                    "job",
-                    "launch",
-                    "-w",
-                    str(workspace),
-                    "-j",
-                    "lea_fanout_job",
-                    "--run-id",
-                    run_id,
-                    "--tags",
-                    json.dumps({"dagster/partition": lea}),
-                ],
-                cwd=REPO_ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-            for run_id, lea in zip(run_ids, leas, strict=True)
-        ]
-        for launch in launches:
-            output, _ = launch.communicate(timeout=120)
-            assert launch.returncode == 0, output
-
-        deadline = time.monotonic() + 150
-        statuses: list[tuple] = []
-        while time.monotonic() < deadline:
-            statuses = _query(postgres, "SELECT run_id, status FROM runs WHERE run_id = ANY(%s)", (run_ids,))
-            if len(statuses) == len(leas) and all(
-                s in ("SUCCESS", "FAILURE", "CANCELED") for _, s in statuses
-            ):
-                break
-            time.sleep(1)
-        assert sorted(s for _, s in statuses) == ["SUCCESS"] * len(leas), (
-            f"{statuses}\n{log_path.read_text()[-3000:]}"
-        )
-    finally:
-        daemon.terminate()
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait(timeout=10)
+        for lea in leas
+    ]
+    outputs = [worker.communicate(timeout=400)[0] for worker in workers]
+    run_ids = [output.strip().splitlines()[-1] if output.strip() else "" for output in outputs]
+    statuses = _query(postgres, "SELECT run_id, status FROM runs WHERE run_id = ANY(%s)", (run_ids,))
+    assert sorted(s for _, s in statuses) == ["SUCCESS"] * len(leas), "\n".join([str(statuses), *outputs])
 
     partitions = _query(
         postgres, "SELECT key, value FROM run_tags WHERE key = 'dagster/partition' ORDER BY value"

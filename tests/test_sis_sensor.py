@@ -72,4 +72,5 @@ def test_sensor_is_registered_in_the_definitions() -> None:
     from staff_pipeline.definitions import defs  # loads every stage's module: kept out of collection
 
     assert sis_inbox_sensor in SENSORS
-    assert defs.get_sensor_def("sis_inbox_sensor").job_name == "prepare_staff_job"
+    (registered,) = [s for s in defs.sensors if s.name == "sis_inbox_sensor"]
+    assert registered.job_name == "prepare_staff_job"

@@ -367,6 +367,18 @@ def test_load_generated_serves_the_generator_files(tmp_path: Path) -> None:
                     .splitlines()
                 )
                 assert answer.json() == [json.loads(line) for line in lines]
+        # a school year keeps roles overlapping 1 Aug 2025 - 1 Aug 2026 and drops employees with none
+        expected = []
+        for line in (generated.eduv_dir / "lakeview-high.jsonl").read_text(encoding="utf-8").splitlines():
+            item = json.loads(line)
+            roles = [
+                r for r in item["organisationRoles"]
+                if r["beginDate"] < "2026-08-01" and r.get("endDate", "9999") > "2025-08-01"
+            ]  # fmt: skip
+            if roles:
+                expected.append({**item, "organisationRoles": roles})
+        answer = employees(standin, bearer, orgId="12AB", orgIdType="OIE_CODE", schoolPeriodId="2025-2026")
+        assert answer.json() == expected and len(expected) >= 5
 
 
 def test_seed_demo_registers_the_demo_client_and_schools() -> None:

@@ -12,6 +12,7 @@ import requests
 from staff_pipeline.clients.linkit import (
     LinkItClient,
     LinkItError,
+    LinkItResource,
     UnsafeXmlError,
     canonical_request,
     format_timestamp,
@@ -234,3 +235,20 @@ def test_seed_demo_provisions_the_configured_districts() -> None:
         assert "LINKIT_ACCESS_KEY_LAKEVIEW=" in lines[0] and "[501, 502]" in lines[0]
         access, private = (part.split("=")[1] for part in lines[0].split()[2:4])
         assert LinkItClient(standin.url, access, private).find_staff(local_code="x") == []
+
+
+def test_resource_prefers_per_district_keys_and_names_missing_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    resource = LinkItResource(
+        base_url="http://127.0.0.1:9", access_key="AK-default", private_key="PK-default"
+    )
+    monkeypatch.setenv("LINKIT_ACCESS_KEY_LAKEVIEW", "AK-lake")
+    monkeypatch.setenv("LINKIT_PRIVATE_KEY_LAKEVIEW", "PK-lake")
+    assert resource.keys_for("lakeview") == ("AK-lake", "PK-lake")
+    assert resource.keys_for("riverside") == ("AK-default", "PK-default")
+    with pytest.raises(ValueError, match="LINKIT_ACCESS_KEY_RIVERSIDE") as caught:
+        LinkItResource(base_url="http://127.0.0.1:9").client_for("riverside")
+    assert "PK-" not in str(caught.value)
+    with pytest.raises(ValueError, match="unknown LinkIt signer"):
+        LinkItResource(base_url="http://127.0.0.1:9", signer="md5").client_for("lakeview")
+    with pytest.raises(ValueError, match="response_format"):
+        LinkItResource(base_url="http://127.0.0.1:9", response_format="csv").client_for("lakeview")

@@ -102,8 +102,9 @@ class Landed:
         """A one-line reason naming the school, for failed requests."""
         if self.ok:
             return None
-        status = f"HTTP {self.http_status}" if self.http_status is not None else "no answer"
-        return f"{self.school_key}: {status}: {self.status_message}"
+        if self.http_status is None:  # no answer, or no token: the message says which
+            return f"{self.school_key}: {self.status_message}"
+        return f"{self.school_key}: HTTP {self.http_status}: {self.status_message}"
 
 
 def _text(value: Any) -> str | None:

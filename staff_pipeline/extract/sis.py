@@ -16,11 +16,10 @@ import codecs
 import csv
 import hashlib
 import io
-import re
 import shutil
 import tempfile
 from collections.abc import Collection, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,9 +34,6 @@ from staff_pipeline.settings import Paths
 CHUNK = 16 << 20  # bytes per streaming read
 DELIMITERS = (",", ";", "\t", "|")
 FILE_SUFFIXES = (".csv", ".txt")
-# Bytes that are a UTF-8 multi-byte character: in a file that is not valid UTF-8 they mean two
-# encodings were mixed (e.g. a UTF-8 line pasted into a Windows-1252 export).
-_UTF8_SEQUENCE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
 
 DDL = [
     """CREATE TABLE IF NOT EXISTS raw_sis_files (
@@ -199,18 +195,31 @@ def fingerprint(path: Path) -> tuple[str, int, str]:
     return digest.hexdigest(), size, encoding
 
 
+def _utf8_sequence(chunk: bytes) -> int | None:
+    """Offset of the first UTF-8 multi-byte character (2 or 3 bytes), vectorised.
+
+    In a file that is not valid UTF-8 such bytes mean two encodings were mixed (a UTF-8 line pasted
+    into a Windows-1252 export): 'Ã©' is far likelier a broken 'é' than a real name.
+    """
+    a = np.frombuffer(chunk, dtype=np.uint8)
+    cont = np.append((a >= 0x80) & (a <= 0xBF), [False, False])
+    lead2 = np.flatnonzero((a >= 0xC2) & (a <= 0xDF))
+    lead3 = np.flatnonzero((a >= 0xE0) & (a <= 0xEF))
+    hits = np.concatenate((lead2[cont[lead2 + 1]], lead3[cont[lead3 + 1] & cont[lead3 + 2]]))
+    return int(hits.min()) if len(hits) else None
+
+
 def to_utf8(path: Path, target: Path) -> None:
     """Stream a Windows-1252 file into UTF-8, refusing bytes that are neither it nor plain UTF-8."""
     lines = 0
     with path.open("rb") as source, target.open("w", encoding="utf-8", newline="") as out:
         while chunk := source.read(CHUNK):
-            mixed = _UTF8_SEQUENCE.search(chunk)
-            if mixed:
+            mixed = _utf8_sequence(chunk)
+            if mixed is not None:
                 raise SisFileError(
-                    "wrong encoding: the file is not valid UTF-8, yet this line holds UTF-8 characters "
-                    f"({mixed.group().decode('utf-8')!r}); it mixes encodings. Save the whole file as "
-                    "UTF-8 (or all as Windows-1252)",
-                    _line_of(chunk, mixed.start(), lines),
+                    "wrong encoding: the file is not valid UTF-8, yet this line holds UTF-8 characters; "
+                    "it mixes encodings. Save the whole file as UTF-8 (or all as Windows-1252)",
+                    _line_of(chunk, mixed, lines),
                 )
             try:
                 out.write(chunk.decode("cp1252"))
@@ -319,27 +328,28 @@ def check_header(header: list[str]) -> HeaderMap:
     return mapping
 
 
-def _insert_sql(mapping: HeaderMap) -> tuple[str, list[str]]:
+def _insert_sql(mapping: HeaderMap, field_count: int) -> tuple[str, list[str]]:
+    """The one INSERT that reads the file with DuckDB and pairs each record with its line number.
+
+    ``POSITIONAL JOIN`` pairs the n-th record with the n-th scanned line; ``__from_csv`` makes a
+    length mismatch on either side show up as a NULL line number instead of a silent shift.
+    """
     columns = ", ".join(
         f'r."c{mapping.canonical[name]:04d}"' if name in mapping.canonical else "NULL" for name in CANONICAL
     )
     keys = list(mapping.extra)
-    extra = (
-        "json_object(" + ", ".join(f'?, r."c{mapping.extra[k]:04d}"' for k in keys) + ")" if keys else "NULL"
-    )
+    pairs = ", ".join(f'?, r."c{mapping.extra[key]:04d}"' for key in keys)
+    extra = f"json_object({pairs})" if keys else "NULL"
+    read_columns = "{" + ", ".join(f"'c{i:04d}': 'VARCHAR'" for i in range(field_count)) + "}"
     sql = f"""
         INSERT INTO raw_sis_staff (run_id, lea_id, file_name, file_sha256, line_number,
                                    {", ".join(CANONICAL)}, extra, landed_at)
         SELECT ?, ?, ?, ?, CASE WHEN r.__from_csv THEN l.line_number END, {columns}, {extra}, ?
         FROM (SELECT true AS __from_csv, * FROM read_csv(?, header = true, auto_detect = false,
               delim = ?, quote = '"', escape = '"', strict_mode = true, encoding = 'utf-8',
-              columns = $columns$)) r
+              columns = {read_columns})) r
         POSITIONAL JOIN sis_lines l"""
     return sql, keys
-
-
-def _read_csv_columns(count: int) -> str:
-    return "{" + ", ".join(f"'c{i:04d}': 'VARCHAR'" for i in range(count)) + "}"
 
 
 def _land_rows(
@@ -348,23 +358,23 @@ def _land_rows(
     delimiter: str,
     mapping: HeaderMap,
     layout: Layout,
-    params: tuple[str, int, str, str, datetime],
+    lineage: tuple[str, int, str, str, datetime],
 ) -> int:
     """Insert the file's records (caller holds the transaction); verify DuckDB saw what the scan saw."""
-    sql, keys = _insert_sql(mapping)
-    sql = sql.replace("$columns$", _read_csv_columns(layout.header_fields))
-    run_id, lea, name, sha, landed_at = params
+    sql, keys = _insert_sql(mapping, layout.header_fields)
+    run_id, lea_id, name, sha, landed_at = lineage
     con.register("sis_lines", pd.DataFrame({"line_number": layout.lines}))
     try:
-        con.execute(sql, [run_id, lea, name, sha, *keys, landed_at, str(utf8_path), delimiter])
+        con.execute(sql, [run_id, lea_id, name, sha, *keys, landed_at, str(utf8_path), delimiter])
     except duckdb.Error as exc:
         raise SisFileError(f"unreadable CSV: {str(exc).splitlines()[0]}") from None
     finally:
-        con.unregister("sis_lines")
+        with suppress(duckdb.Error):  # refused in an aborted transaction; the caller rolls back
+            con.unregister("sis_lines")
     landed, unmatched = con.execute(
         "SELECT count(*), count(*) FILTER (WHERE line_number IS NULL) FROM raw_sis_staff "
         "WHERE run_id = ? AND lea_id = ? AND file_sha256 = ?",
-        [run_id, lea, sha],
+        [run_id, lea_id, sha],
     ).fetchone()
     if unmatched or landed != len(layout.lines):
         raise SisFileError(
@@ -373,13 +383,14 @@ def _land_rows(
     return int(landed)
 
 
-def _free_path(folder: Path, name: str, stamp: str) -> Path:
+def _free_path(folder: Path, name: str) -> Path:
+    """``folder/name``, or a UTC-stamped variant when an earlier file of that name is kept there."""
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / name
-    n = 0
+    target, n = folder / name, 1
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     while target.exists() or target.with_name(f"{target.name}.error.txt").exists():
-        n += 1
         target = folder / f"{stamp}{f'-{n}' if n > 1 else ''}-{name}"
+        n += 1
     return target
 
 
@@ -396,6 +407,7 @@ class _Clock:
 
 @contextmanager
 def _utf8_copy(path: Path, encoding: str, work_dir: Path) -> Iterator[Path]:
+    """The file itself when it is UTF-8 already, else a temporary UTF-8 copy (removed afterwards)."""
     if encoding != "cp1252":
         yield path
         return
@@ -404,6 +416,26 @@ def _utf8_copy(path: Path, encoding: str, work_dir: Path) -> Iterator[Path]:
         target = Path(tmp) / f"{path.stem}.utf8.csv"
         to_utf8(path, target)
         yield target
+
+
+def _record(con: duckdb.DuckDBPyConnection, outcome: FileOutcome, run_id: str, landed_at: datetime) -> None:
+    con.execute(
+        "INSERT INTO raw_sis_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            outcome.sha256 or None,
+            int(outcome.lea_id) if outcome.lea_id.isdigit() else None,
+            outcome.file_name,
+            str(outcome.kept_at),
+            outcome.bytes,
+            outcome.rows,
+            outcome.encoding,
+            outcome.delimiter,
+            outcome.status,
+            outcome.message,
+            run_id,
+            landed_at,
+        ],
+    )
 
 
 def land_file(
@@ -416,115 +448,64 @@ def land_file(
     known_leas: Collection[str],
     clock: _Clock | None = None,
 ) -> FileOutcome:
-    """Land one file in its own transaction, then move it to archive/ (or failed/, with its message)."""
+    """Land one file in its own transaction, then move it to archive/ (or failed/, with its message).
+
+    The move comes after the commit: a crash in between leaves the file in the inbox, and the next
+    run finds its hash landed and archives it as skipped, so nothing is lost or landed twice.
+    """
     clock = clock or _Clock()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    sha, size, encoding, delimiter = "", path.stat().st_size, None, None
+    facts = {"sha256": "", "bytes": path.stat().st_size, "encoding": None, "delimiter": None}
     try:
         if lea not in known_leas:
             raise SisFileError(
                 f"folder {lea!r} is not a configured LEA id (organisations.csv has {', '.join(known_leas)})"
             )
-        sha, size, encoding = fingerprint(path)
-        lea_id = int(lea)
+        facts["sha256"], facts["bytes"], facts["encoding"] = fingerprint(path)
+        lea_id, sha = int(lea), facts["sha256"]
         if con.execute(
             "SELECT count(*) FROM raw_sis_files WHERE lea_id = ? AND file_sha256 = ? AND status = 'landed'",
             [lea_id, sha],
         ).fetchone()[0]:
-            kept = _free_path(where.archive / lea, path.name, stamp)
             message = "skipped: the same content (sha256) was landed before"
-            _record(
-                con, sha, lea_id, path.name, kept, size, 0, encoding, None, "skipped", message, run_id, clock
-            )
-            shutil.move(path, kept)
-            return FileOutcome(lea, path.name, "skipped", sha, size, 0, encoding, None, message, kept)
-        with _utf8_copy(path, encoding, where.landing / "tmp") as utf8_path:
-            header, delimiter = read_header(utf8_path)
+            outcome = FileOutcome(lea, path.name, "skipped", **facts, message=message,
+                                  kept_at=_free_path(where.archive / lea, path.name))  # fmt: skip
+            _record(con, outcome, run_id, clock.now())
+            shutil.move(path, outcome.kept_at)
+            return outcome
+        with _utf8_copy(path, facts["encoding"], where.landing / "tmp") as utf8_path:
+            header, facts["delimiter"] = read_header(utf8_path)
             mapping = check_header(header)
-            layout = scan_records(utf8_path, delimiter)
+            layout = scan_records(utf8_path, facts["delimiter"])
             check_layout(layout)
             if layout.header_fields != len(header):
                 raise SisFileError("broken quoting: the header line could not be split consistently", 1)
-            kept = _free_path(where.archive / lea, path.name, stamp)
             landed_at = clock.now()
             con.execute("BEGIN TRANSACTION")
             try:
-                rows = _land_rows(
-                    con, utf8_path, delimiter, mapping, layout, (run_id, lea_id, path.name, sha, landed_at)
-                )
-                _record(
-                    con,
-                    sha,
-                    lea_id,
-                    path.name,
-                    kept,
-                    size,
-                    rows,
-                    encoding,
-                    delimiter,
-                    "landed",
-                    "",
-                    run_id,
-                    clock,
-                    landed_at,
-                )
+                rows = _land_rows(con, utf8_path, facts["delimiter"], mapping, layout,
+                                  (run_id, lea_id, path.name, sha, landed_at))  # fmt: skip
+                outcome = FileOutcome(lea, path.name, "landed", **facts, rows=rows,
+                                      kept_at=_free_path(where.archive / lea, path.name))  # fmt: skip
+                _record(con, outcome, run_id, landed_at)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
-        shutil.move(path, kept)
-        return FileOutcome(lea, path.name, "landed", sha, size, rows, encoding, delimiter, "", kept)
+        shutil.move(path, outcome.kept_at)
+        return outcome
     except SisFileError as exc:
-        return _fail(con, path, lea, run_id, where, exc, (sha, size, encoding, delimiter), clock, stamp)
-
-
-def _record(
-    con: duckdb.DuckDBPyConnection,
-    sha: str,
-    lea_id: int | None,
-    name: str,
-    kept: Path,
-    size: int,
-    rows: int,
-    encoding: str | None,
-    delimiter: str | None,
-    status: str,
-    message: str,
-    run_id: str,
-    clock: _Clock,
-    landed_at: datetime | None = None,
-) -> None:
-    con.execute(
-        "INSERT INTO raw_sis_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [sha, lea_id, name, str(kept), size, rows, encoding, delimiter, status, message, run_id,
-         landed_at or clock.now()],
-    )  # fmt: skip
-
-
-def _fail(
-    con: duckdb.DuckDBPyConnection,
-    path: Path,
-    lea: str,
-    run_id: str,
-    where: Paths,
-    exc: SisFileError,
-    facts: tuple[str, int, str | None, str | None],
-    clock: _Clock,
-    stamp: str,
-) -> FileOutcome:
-    sha, size, encoding, delimiter = facts
-    place = f"line {exc.line}" if exc.line else "file"
-    message = f"SIS export {lea}/{path.name}, {place}: {exc.problem}"
-    kept = _free_path(where.failed / lea, path.name, stamp)
-    shutil.move(path, kept)
-    kept.with_name(f"{kept.name}.error.txt").write_text(
-        f"{message}\n\nfile: {path}\nkept at: {kept}\nsha256: {sha or '-'}\nrun: {run_id}\n"
-        "Fix the export and drop it into the inbox again.\n",
-        encoding="utf-8",
-    )
-    lea_id = int(lea) if lea.isdigit() else None
-    _record(con, sha, lea_id, path.name, kept, size, 0, encoding, delimiter, "failed", message, run_id, clock)
-    return FileOutcome(lea, path.name, "failed", sha, size, 0, encoding, delimiter, message, kept)
+        place = f"line {exc.line}" if exc.line else "file"
+        message = f"SIS export {lea}/{path.name}, {place}: {exc.problem}"
+        outcome = FileOutcome(lea, path.name, "failed", **facts, message=message,
+                              kept_at=_free_path(where.failed / lea, path.name))  # fmt: skip
+        shutil.move(path, outcome.kept_at)
+        outcome.kept_at.with_name(f"{outcome.kept_at.name}.error.txt").write_text(
+            f"{message}\n\nfile: {path}\nkept at: {outcome.kept_at}\nsha256: {facts['sha256'] or '-'}\n"
+            f"run: {run_id}\nFix the export and drop it into the inbox again.\n",
+            encoding="utf-8",
+        )
+        _record(con, outcome, run_id, clock.now())
+        return outcome
 
 
 def land_inbox(

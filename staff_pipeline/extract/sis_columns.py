@@ -1,8 +1,8 @@
 """The SIS staff export's columns: canonical names, which are required, and the headers accepted for each.
 
-This is the one place that says what an SIS export must contain (docs/sis-exports.md is generated
-from the same facts by hand: keep both in step). Header matching ignores case, spaces, underscores,
-hyphens and dots, so ``Staff ID``, ``staff_id`` and ``STAFF-ID`` are the same header.
+This is the one place that says what an SIS export must contain; docs/sis-exports.md shows the same
+table (a test keeps the two in step). Header matching ignores case, spaces, underscores, hyphens and
+dots, so ``Staff ID``, ``staff_id`` and ``STAFF-ID`` are one header, and ``E-Mail`` is ``email``.
 """
 
 from __future__ import annotations
@@ -12,21 +12,21 @@ from dataclasses import dataclass
 
 # Canonical column -> accepted header spellings (the canonical name itself is always accepted).
 ALIASES: dict[str, tuple[str, ...]] = {
-    "local_staff_id": ("Staff ID", "LocalID", "Local ID", "Local Staff ID", "Employee ID", "Staff Number"),
-    "state_staff_id": ("WISEid", "WISE ID", "State Staff ID", "State ID", "StateCode"),
-    "first_name": ("First Name", "FirstName", "Given Name"),
-    "middle_name": ("Middle Name", "Middle Initial"),
-    "last_name": ("Last Name", "LastName", "Surname", "Family Name"),
-    "email": ("Email", "E-mail", "Email Address", "Work Email"),
-    "alt_email": ("Alt Email", "Alternate Email", "Email 2", "Secondary Email"),
-    "phone": ("Phone", "Phone Number", "Work Phone", "Telephone"),
-    "school_code": ("School Code", "SchoolCode", "School", "Building Code", "Location Code"),
-    "position_code": ("Position Code", "Position", "Job Code", "Assignment Code"),
-    "position_title": ("Position Title", "Job Title", "Title"),
-    "begin_date": ("Begin Date", "Start Date", "Assignment Start", "Hire Date"),
-    "end_date": ("End Date", "Exit Date", "Assignment End"),
-    "fte": ("FTE", "Full Time Equivalent"),
-    "username": ("Username", "User Name", "Login"),
+    "local_staff_id": ("Staff ID", "Local ID", "Employee ID", "Staff Number"),
+    "state_staff_id": ("WISEid", "State Staff ID", "State ID", "State Code"),
+    "first_name": ("Given Name",),
+    "middle_name": ("Middle Initial",),
+    "last_name": ("Surname", "Family Name"),
+    "email": ("Email Address", "Work Email"),
+    "alt_email": ("Alternate Email", "Email 2", "Secondary Email"),
+    "phone": ("Phone Number", "Work Phone", "Telephone"),
+    "school_code": ("School", "Building Code", "Location Code"),
+    "position_code": ("Position", "Job Code", "Assignment Code"),
+    "position_title": ("Job Title", "Title"),
+    "begin_date": ("Start Date", "Assignment Start"),
+    "end_date": ("Exit Date", "Assignment End"),
+    "fte": ("Full Time Equivalent",),
+    "username": ("Login",),
 }
 CANONICAL: tuple[str, ...] = tuple(ALIASES)
 REQUIRED: frozenset[str] = frozenset(
@@ -62,8 +62,8 @@ def map_headers(headers: list[str]) -> HeaderMap:
     """Match a file's header fields to canonical columns.
 
     The first field naming a canonical column wins; a later field with the same meaning, and any
-    unknown field, is kept in ``extra`` under its header as written (``#2``, ``#3`` appended to
-    repeats), so nothing a file offers is dropped.
+    unknown field, is kept in ``extra`` under its header as written (``#2``, ``#3`` appended when a
+    header repeats there), so nothing a file offers is dropped.
     """
     canonical: dict[str, int] = {}
     extra: dict[str, int] = {}

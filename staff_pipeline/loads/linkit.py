@@ -64,7 +64,7 @@ PLAN_SQL = f"""
 SELECT coalesce(m.local_code, l.local_code) AS local_code, coalesce(m.person_id, l.person_id) AS person_id,
        m.user_name, m.role, m.first_name, m.last_name, m.email_address, m.phone_number,
        m.local_code AS m_code,
-       m.state_code, m.school_ids, m.content_hash, l.user_id, l.status AS ledger_status,
+       m.state_code, m.school_ids, m.content_hash, l.user_id,
        coalesce(l.school_ids, []::BIGINT[]) AS ledger_school_ids,
        CASE
          WHEN m.local_code IS NULL THEN CASE WHEN l.status IN ('active', 'pending') THEN 'deactivate' END
@@ -74,7 +74,7 @@ SELECT coalesce(m.local_code, l.local_code) AS local_code, coalesce(m.person_id,
          WHEN list_sort(m.school_ids) <> list_sort(coalesce(l.school_ids, []::BIGINT[])) THEN 'schools'
          ELSE 'unchanged'
        END AS action,
-       l.status = 'pending' AS lookup_first
+       coalesce(l.status = 'pending', false) AS lookup_first
 FROM (SELECT * FROM {MART} WHERE district = $district) m
 FULL OUTER JOIN (SELECT * FROM {LEDGER} WHERE district = $district) l ON m.local_code = l.local_code
 """

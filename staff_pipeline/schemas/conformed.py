@@ -1,8 +1,8 @@
 """pandera schemas of the conformed model: what the Ed-Fi and LinkIt marts may rely on.
 
 They run on the ``*__next`` tables before the swap (a blocking check): types, enums, formats, the
-targets' natural keys (Ed-Fi staffUniqueId and assignment identity, LinkIt UserName and LocalCode per
-district) and that every contact and assignment belongs to a person in ``staff``.
+targets' natural keys (Ed-Fi staffUniqueId and assignment identity, LinkIt LocalCode per district)
+and that every contact and assignment belongs to a person in ``staff``.
 """
 
 from __future__ import annotations
@@ -28,8 +28,11 @@ def _person_known() -> pa.Check:
 staff = pa.DataFrameSchema(
     {
         "person_id": _text(required=True, unique=True),
-        "wiseid": _text(pa.Check.str_matches(rules.STATE_ID_PATTERN, error="id_format"),
-                        rules.max_len(STATE_ID), unique=True),
+        "wiseid": _text(
+            pa.Check.str_matches(rules.STATE_ID_PATTERN, error="id_format"),
+            rules.max_len(STATE_ID),
+            unique=True,
+        ),
         "local_code": _text(rules.max_len(CODE)),
         "first_name": _text(rules.max_len(NAME), required=True),
         "middle_name": _text(rules.max_len(NAME)),
@@ -43,7 +46,9 @@ staff = pa.DataFrameSchema(
         "sources": _text(required=True),
     },
     checks=[
-        rules.row_rule("required", "leaving_reason", lambda d: (d["status"] != "leaving") | d["leaving_reason"].notna())
+        rules.row_rule(
+            "required", "leaving_reason", lambda d: (d["status"] != "leaving") | d["leaving_reason"].notna()
+        )
     ],
     strict=True,
     name="staff",
@@ -62,10 +67,16 @@ staff_contacts = pa.DataFrameSchema(
     },
     checks=[
         _person_known(),
-        rules.row_rule("email_format", "value",
-                       lambda d: (d["kind"] != "email") | d["value"].str.match(rules.EMAIL_PATTERN)),
-        rules.row_rule("phone_format", "value",
-                       lambda d: (d["kind"] == "email") | d["value"].str.match(rules.PHONE_PATTERN)),
+        rules.row_rule(
+            "email_format",
+            "value",
+            lambda d: (d["kind"] != "email") | d["value"].str.match(rules.EMAIL_PATTERN),
+        ),
+        rules.row_rule(
+            "phone_format",
+            "value",
+            lambda d: (d["kind"] == "email") | d["value"].str.match(rules.PHONE_PATTERN),
+        ),
     ],
     unique=["person_id", "school_id", "kind", "value"],
     strict=True,
@@ -101,14 +112,9 @@ staff_assignments = pa.DataFrameSchema(
     name="staff_assignments",
 )
 
-# LinkIt: UserName and LocalCode are each paired with one account per district.
+# LinkIt: a LocalCode is paired with one account per district.
 linkit_local_codes = pa.DataFrameSchema(
     {"linkit_district": _text(required=True), "local_code": _text(rules.max_len(LINKIT_LIMITS["LocalCode"]))},
     unique=["linkit_district", "local_code"],
     name="linkit_local_codes",
-)
-linkit_user_names = pa.DataFrameSchema(
-    {"linkit_district": _text(required=True), "user_name": _text(rules.max_len(LINKIT_LIMITS["UserName"]))},
-    unique=["linkit_district", "user_name"],
-    name="linkit_user_names",
 )

@@ -29,6 +29,19 @@ def phone() -> pa.Check:
     return pa.Check.str_matches(PHONE_PATTERN, error="phone_format")
 
 
+# Names reach two APIs and, through the analysts' copy, spreadsheets: no control characters (NUL,
+# terminal escapes, line breaks) and no leading = + - @, which a spreadsheet runs as a formula.
+CONTROL_PATTERN = r"^[^\x00-\x1f\x7f]*\Z"
+FORMULA_PATTERN = r"^[^=+\-@]"
+
+
+def plain_text() -> list[pa.Check]:
+    return [
+        pa.Check.str_matches(CONTROL_PATTERN, error="control_character"),
+        pa.Check.str_matches(FORMULA_PATTERN, error="formula_prefix"),
+    ]
+
+
 def max_len(limit: int) -> pa.Check:
     return pa.Check.str_length(max_value=limit, error="too_long")
 
@@ -54,4 +67,6 @@ def flag(rule: str, column: str, flag_column: str) -> pa.Check:
 
 def ends_after_begins(begin: str, end: str) -> pa.Check:
     """End dates are exclusive, so an end on or before the begin describes no day at all."""
-    return row_rule("date_order", end.removesuffix("__v"), lambda d: d[end].isna() | d[begin].isna() | (d[end] > d[begin]))
+    return row_rule(
+        "date_order", end.removesuffix("__v"), lambda d: d[end].isna() | d[begin].isna() | (d[end] > d[begin])
+    )

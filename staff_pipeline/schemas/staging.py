@@ -32,10 +32,10 @@ def _text(*checks: pa.Check, required: bool = False) -> pa.Column:
 
 def _eduv_person_columns() -> dict[str, pa.Column]:
     return {
-        "given_name": _text(rules.max_len(NAME), required=True),
-        "preferred_first_name": _text(rules.max_len(NAME)),
-        "family_name_prefix": _text(rules.max_len(NAME)),
-        "family_name": _text(rules.max_len(NAME), required=True),
+        "given_name": _text(rules.max_len(NAME), *rules.plain_text(), required=True),
+        "preferred_first_name": _text(rules.max_len(NAME), *rules.plain_text()),
+        "family_name_prefix": _text(rules.max_len(NAME), *rules.plain_text()),
+        "family_name": _text(rules.max_len(NAME), *rules.plain_text(), required=True),
         "email": _text(rules.email(), rules.max_len(EMAIL)),
         "phone": _text(rules.phone(), rules.max_len(PHONE)),
         "mobile": _text(rules.phone(), rules.max_len(PHONE)),
@@ -47,17 +47,18 @@ def _eduv_person_columns() -> dict[str, pa.Column]:
 def _sis_person_columns() -> dict[str, pa.Column]:
     return {
         "local_staff_id": _text(rules.max_len(CODE), required=True),
-        "state_staff_id": _text(pa.Check.str_matches(rules.STATE_ID_PATTERN, error="id_format"),
-                                rules.max_len(STATE_ID)),
-        "first_name": _text(rules.max_len(NAME), required=True),
-        "middle_name": _text(rules.max_len(NAME)),
-        "last_name": _text(rules.max_len(NAME), required=True),
+        "state_staff_id": _text(
+            pa.Check.str_matches(rules.STATE_ID_PATTERN, error="id_format"), rules.max_len(STATE_ID)
+        ),
+        "first_name": _text(rules.max_len(NAME), *rules.plain_text(), required=True),
+        "middle_name": _text(rules.max_len(NAME), *rules.plain_text()),
+        "last_name": _text(rules.max_len(NAME), *rules.plain_text(), required=True),
         "email": _text(rules.email(), rules.max_len(EMAIL)),
         "alt_email": _text(rules.email(), rules.max_len(EMAIL)),
         "phone": _text(rules.phone(), rules.max_len(PHONE)),
         "school_code": _text(required=True),
         "position_code": _text(required=True),
-        "position_title": _text(rules.max_len(POSITION_TITLE)),
+        "position_title": _text(rules.max_len(POSITION_TITLE), *rules.plain_text()),
         "username": _text(rules.max_len(LINKIT_LIMITS["UserName"])),
     }
 
@@ -67,7 +68,11 @@ SIS_NATURAL_KEY = ["lea_id", "local_staff_id", "school_code", "position_code", "
 # --- row gates (candidate rows) -------------------------------------------------------------
 
 eduv_employee_rows = pa.DataFrameSchema(
-    {**_eduv_person_columns(), "date_created": _text(required=True), "date_last_modified": _text(required=True)},
+    {
+        **_eduv_person_columns(),
+        "date_created": _text(required=True),
+        "date_last_modified": _text(required=True),
+    },
     checks=[
         rules.row_rule("required", "userIds", lambda d: d["record_key"].notna()),
         rules.parsed("date_created", "timestamp_format"),
@@ -126,13 +131,14 @@ natural_key_rows = pa.DataFrameSchema(
 
 # --- staged tables (blocking checks) --------------------------------------------------------
 
-_key = pa.Column(str, nullable=False)
+# Text columns carry no dtype check: DuckDB types them, and an empty result comes back as ``object``.
+_key = pa.Column(nullable=False)
 _date = pa.Column("datetime64[us]", nullable=False)
 _opt_date = pa.Column("datetime64[us]", nullable=True)
 
 stg_eduv_employees = pa.DataFrameSchema(
     {
-        "record_key": pa.Column(str, pa.Check.str_startswith("eduv:"), unique=True),
+        "record_key": pa.Column(checks=pa.Check.str_startswith("eduv:"), unique=True),
         "school_key": _key,
         **_eduv_person_columns(),
         "date_created": pa.Column(nullable=False),
@@ -165,7 +171,7 @@ stg_eduv_employee_roles = pa.DataFrameSchema(
 
 stg_sis_staff_assignments = pa.DataFrameSchema(
     {
-        "record_key": pa.Column(str, pa.Check.str_startswith("sis:")),
+        "record_key": pa.Column(checks=pa.Check.str_startswith("sis:")),
         "lea_id": pa.Column("int64"),
         "file_name": _key,
         "line_number": pa.Column("int32"),

@@ -149,7 +149,11 @@ class EdFiStandIn(StandIn):
         for lea in sorted({lea for lea in self.edorg_lea.values()}):
             self.add_client(f"demo-{lea}", f"demo-{lea}-secret", lea)
             lines.append(f"client demo-{lea} / demo-{lea}-secret (LEA {lea})")
-        lines.append("staff are provisioned by the demo (WISEids); POST associations under /data/v3/ed-fi/")
+        for wiseid in ("1001001001", "1001001002", "1001001003"):
+            self.add_staff(None, wiseid)
+        lines.append(
+            "staff (WISEid) 1001001001..1001001003 exist; others via add_staff(); data under /data/v3/ed-fi/"
+        )
         return lines
 
     def records(self, resource: str) -> list[dict[str, Any]]:

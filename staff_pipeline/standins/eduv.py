@@ -53,6 +53,7 @@ DEMO_CLIENT_SECRET = "demo-eduv-secret"  # noqa: S105 - the demo's published cre
 
 _SCHOOL_YEAR = re.compile(r"^(\d{4})-(\d{4})$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_BEGIN_DATE = re.compile(rb'"beginDate":\s*"(\d{4}-\d{2}-\d{2})"')
 _CHUNK = 1 << 20  # bytes per streamed chunk
 _ASSERTION_MAX_LIFETIME = 300  # seconds; a longer-lived client assertion is refused
 _CLOCK_SKEW = 30
@@ -116,6 +117,19 @@ def _overlaps(role: Mapping[str, Any], period: tuple[date, date]) -> bool:
     begin = date.fromisoformat(role["beginDate"])
     end = role.get("endDate")
     return begin < period[1] and (end is None or date.fromisoformat(end) > period[0])
+
+
+def _all_roles_in(line: bytes, period: tuple[date, date]) -> bool:
+    """True when every role is open-ended and began before the period ends (most employees), read
+    from the bytes without parsing; False means "parse to find out"."""
+    if b'"endDate"' in line:
+        return False
+    begins = _BEGIN_DATE.findall(line)
+    return (
+        bool(begins)
+        and len(begins) == line.count(b'"organisationRole"')
+        and max(begins) < period[1].isoformat().encode()
+    )
 
 
 def _lines(buffer: Any) -> Iterator[bytes]:
@@ -530,7 +544,7 @@ class EduVStandIn(StandIn):
     ) -> Iterator[bytes]:
         """Per-employee path: drop duplicates across schools, filter roles by period, apply scopes."""
         seen: set[bytes] = set()
-        plain = period is None and SCOPE_COMMUNICATION in scopes and SCOPE_ROLES in scopes
+        full_scopes = SCOPE_COMMUNICATION in scopes and SCOPE_ROLES in scopes
         for buffer in buffers:
             for line in _lines(buffer):
                 if dedupe:
@@ -538,7 +552,7 @@ class EduVStandIn(StandIn):
                     if digest in seen:
                         continue
                     seen.add(digest)
-                if plain:
+                if full_scopes and (period is None or _all_roles_in(line, period)):
                     yield line
                     continue
                 employee = json.loads(line)

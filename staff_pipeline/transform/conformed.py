@@ -20,6 +20,7 @@ from staff_pipeline.warehouse import table_exists
 CONFORMED = ("staff", "staff_contacts", "staff_assignments", "staff_identifiers", "staff_match_issues")
 # Email preference when choosing a primary: Edu-V first (see module doc), then SIS email, alt_email.
 _PREF = {"eduv": 1, "sis": 2, "sis_alt": 3}
+_ROLE_KEY = "r.record_key, r.school_key, r.organisation_role, r.begin_date"
 
 
 def _crosswalked(source: str, role_column: str, key: str) -> str:
@@ -42,7 +43,7 @@ def build_assignments(con: duckdb.DuckDBPyConnection, today: date) -> None:
                o.eduv_school_period_id AS school_period
         FROM stg_eduv_employee_roles r JOIN person_map m USING (record_key)
         JOIN cfg_organisations o USING (school_key)
-        {_crosswalked('eduv', 'r.organisation_role', 'r.record_key, r.school_key, r.organisation_role, r.begin_date')}
+        {_crosswalked("eduv", "r.organisation_role", _ROLE_KEY)}
         """
     )
     con.execute(
@@ -53,7 +54,7 @@ def build_assignments(con: duckdb.DuckDBPyConnection, today: date) -> None:
                x.linkit_role, s.position_title, s.begin_date::DATE, s.end_date::DATE, s.fte, NULL
         FROM stg_sis_staff_assignments s JOIN person_map m USING (record_key)
         JOIN cfg_organisations o USING (school_key)
-        {_crosswalked('sis', 's.position_code', 's.lea_id, s.file_name, s.line_number')}
+        {_crosswalked("sis", "s.position_code", "s.lea_id, s.file_name, s.line_number")}
         """
     )
     con.execute(
@@ -78,19 +79,25 @@ def build_contacts(con: duckdb.DuckDBPyConnection) -> None:
             SELECT record_key, school_key FROM stg_eduv_employees
             UNION SELECT record_key, school_key FROM stg_eduv_employee_roles
         ),
-        raw AS (
-            SELECT m.person_id, o.lea_id, o.school_id, c.kind, c.value, 'eduv' AS source, {_PREF['eduv']} AS pref
+        eb AS (
+            SELECT m.person_id, o.lea_id, o.school_id, e.email, e.phone, e.mobile
             FROM stg_eduv_employees e JOIN person_map m USING (record_key)
-            JOIN eduv_schools s USING (record_key) JOIN cfg_organisations o ON o.school_key = s.school_key,
-            unnest([{{'kind': 'email', 'value': e.email}}, {{'kind': 'phone', 'value': e.phone}},
-                    {{'kind': 'mobile', 'value': e.mobile}}]) AS t(c)
-            UNION ALL
-            SELECT m.person_id, s.lea_id, o.school_id, c.kind, c.value, 'sis', c.pref
+            JOIN eduv_schools s USING (record_key) JOIN cfg_organisations o ON o.school_key = s.school_key
+        ),
+        sb AS (
+            SELECT m.person_id, s.lea_id, o.school_id, s.email, s.alt_email, s.phone
             FROM stg_sis_staff_assignments s JOIN person_map m USING (record_key)
-            JOIN cfg_organisations o USING (school_key),
-            unnest([{{'kind': 'email', 'value': s.email, 'pref': {_PREF['sis']}}},
-                    {{'kind': 'email', 'value': s.alt_email, 'pref': {_PREF['sis_alt']}}},
-                    {{'kind': 'phone', 'value': s.phone, 'pref': {_PREF['sis']}}}]) AS t(c)
+            JOIN cfg_organisations o USING (school_key)
+        ),
+        raw AS (
+            SELECT person_id, lea_id, school_id, 'email' AS kind, email AS value, 'eduv' AS source,
+                   {_PREF["eduv"]} AS pref FROM eb
+            UNION ALL SELECT person_id, lea_id, school_id, 'phone', phone, 'eduv', {_PREF["eduv"]} FROM eb
+            UNION ALL SELECT person_id, lea_id, school_id, 'mobile', mobile, 'eduv', {_PREF["eduv"]} FROM eb
+            UNION ALL SELECT person_id, lea_id, school_id, 'email', email, 'sis', {_PREF["sis"]} FROM sb
+            UNION ALL
+            SELECT person_id, lea_id, school_id, 'email', alt_email, 'sis', {_PREF["sis_alt"]} FROM sb
+            UNION ALL SELECT person_id, lea_id, school_id, 'phone', phone, 'sis', {_PREF["sis"]} FROM sb
         ),
         merged AS (
             SELECT person_id, lea_id, school_id, kind, value,
@@ -101,7 +108,8 @@ def build_contacts(con: duckdb.DuckDBPyConnection) -> None:
             SELECT person_id, lea_id, kind, arg_min(value, (pref, value)) AS value
             FROM merged GROUP BY ALL
         )
-        SELECT m.person_id, m.lea_id, m.school_id, m.kind, m.value, m.source, p.value IS NOT NULL AS is_primary
+        SELECT m.person_id, m.lea_id, m.school_id, m.kind, m.value, m.source,
+               p.value IS NOT NULL AS is_primary
         FROM merged m LEFT JOIN primaries p USING (person_id, lea_id, kind, value)
         """
     )
@@ -110,7 +118,7 @@ def build_contacts(con: duckdb.DuckDBPyConnection) -> None:
 def build_staff(con: duckdb.DuckDBPyConnection, today: date) -> None:
     """One row per person; ``leaving`` for ``tobedeleted`` or when every assignment has ended."""
     con.execute(
-        f"""
+        """
         CREATE OR REPLACE TEMP TABLE staff__cand AS
         WITH e AS (
             SELECT m.person_id, arg_min(e.given_name, e.record_key) AS first_name,
@@ -127,7 +135,8 @@ def build_staff(con: duckdb.DuckDBPyConnection, today: date) -> None:
                    arg_min(s.first_name, (s.lea_id, s.file_name, s.line_number)) AS first_name,
                    arg_min(s.middle_name, (s.lea_id, s.file_name, s.line_number)) AS middle_name,
                    arg_min(s.last_name, (s.lea_id, s.file_name, s.line_number)) AS last_name,
-                   arg_min(coalesce(s.email, s.alt_email), (s.email IS NULL, s.lea_id, s.file_name, s.line_number))
+                   arg_min(coalesce(s.email, s.alt_email),
+                           (s.email IS NULL, s.lea_id, s.file_name, s.line_number))
                        AS email
             FROM stg_sis_staff_assignments s JOIN person_map m USING (record_key) GROUP BY m.person_id
         ),
@@ -162,10 +171,15 @@ def build_candidates(con: duckdb.DuckDBPyConnection, today: date) -> None:
 
 def build_next(con: duckdb.DuckDBPyConnection, failed_leas: list[int], today: date) -> None:
     """``*__next``: new rows for LEAs that passed the gate, the previous rows for those that failed."""
-    con.execute("CREATE OR REPLACE TEMP TABLE gate_failed AS SELECT unnest($l::BIGINT[]) AS lea_id", {"l": failed_leas})
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE gate_failed AS SELECT unnest($l::BIGINT[]) AS lea_id",
+        {"l": failed_leas},
+    )
     previous = {t: table_exists(con, t) for t in CONFORMED}
     carried = {
-        t: (f"UNION ALL BY NAME SELECT * FROM {t} SEMI JOIN gate_failed USING (lea_id)" if previous[t] else "")
+        t: (
+            f"UNION ALL BY NAME SELECT * FROM {t} SEMI JOIN gate_failed USING (lea_id)" if previous[t] else ""
+        )
         for t in ("staff_contacts", "staff_assignments")
     }
     con.execute(
@@ -173,14 +187,14 @@ def build_next(con: duckdb.DuckDBPyConnection, failed_leas: list[int], today: da
         CREATE OR REPLACE TABLE staff_assignments__next AS
         SELECT * EXCLUDE (active), begin_date <= $today AND (end_date IS NULL OR $today < end_date) AS active
         FROM (SELECT * FROM staff_assignments__cand ANTI JOIN gate_failed USING (lea_id)
-              {carried['staff_assignments']})
+              {carried["staff_assignments"]})
         """,
         {"today": today},
     )
     con.execute(
         f"""
         CREATE OR REPLACE TABLE staff_contacts__next AS
-        SELECT * FROM staff_contacts__cand ANTI JOIN gate_failed USING (lea_id) {carried['staff_contacts']}
+        SELECT * FROM staff_contacts__cand ANTI JOIN gate_failed USING (lea_id) {carried["staff_contacts"]}
         """
     )
     # New people count when they have a row in an LEA that passed, or no LEA at all; people whose
@@ -192,16 +206,22 @@ def build_next(con: duckdb.DuckDBPyConnection, failed_leas: list[int], today: da
                       UNION SELECT person_id, lea_id FROM staff_contacts__cand)
         SELECT s.person_id FROM staff__cand s LEFT JOIN leas l USING (person_id)
         GROUP BY s.person_id
-        HAVING count(l.lea_id) = 0 OR count(l.lea_id) FILTER (WHERE l.lea_id NOT IN (SELECT lea_id FROM gate_failed)) > 0
+        HAVING count(l.lea_id) = 0
+            OR count(l.lea_id) FILTER (WHERE l.lea_id NOT IN (SELECT lea_id FROM gate_failed)) > 0
         """
     )
     carried_people = (
         "SELECT person_id FROM staff_assignments__next UNION SELECT person_id FROM staff_contacts__next "
         "EXCEPT SELECT person_id FROM _new_people"
     )
-    old_staff = f"UNION ALL BY NAME SELECT * FROM staff WHERE person_id IN ({carried_people})" if previous["staff"] else ""
+    old_staff = (
+        f"UNION ALL BY NAME SELECT * FROM staff WHERE person_id IN ({carried_people})"
+        if previous["staff"]
+        else ""
+    )
     con.execute(
-        f"CREATE OR REPLACE TABLE staff__next AS SELECT * FROM staff__cand SEMI JOIN _new_people USING (person_id) {old_staff}"
+        "CREATE OR REPLACE TABLE staff__next AS "
+        f"SELECT * FROM staff__cand SEMI JOIN _new_people USING (person_id) {old_staff}"
     )
     old_ids = (
         f"UNION SELECT * FROM staff_identifiers WHERE person_id IN ({carried_people})"

@@ -41,7 +41,9 @@ def row_failures(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> tuple[pd.Da
     except pa.errors.SchemaErrors as err:
         cases = err.failure_cases
     else:
-        return pd.DataFrame({c: pd.Series(dtype="int64" if c == "index" else object) for c in FAILURE_COLUMNS}), pd.DataFrame(columns=["column", "check", "failure_case"])
+        return pd.DataFrame(
+            {c: pd.Series(dtype="int64" if c == "index" else object) for c in FAILURE_COLUMNS}
+        ), pd.DataFrame(columns=["column", "check", "failure_case"])
     table_level = cases[cases["index"].isna()][["column", "check", "failure_case"]]
     cases = cases[cases["index"].notna()].copy()
     check = cases["check"].astype(str)
@@ -52,7 +54,7 @@ def row_failures(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> tuple[pd.Da
     # A rule over several columns is reported once per row, with the named column's value.
     cases = cases.drop_duplicates(["index", "column_name", "rule"])
     in_frame = cases["column_name"].isin(frame.columns)
-    values = cases["failure_case"].astype(object)
+    values = cases["failure_case"].astype(object).where(~multi | in_frame, None)
     for column in cases.loc[multi & in_frame, "column_name"].unique():
         rows = multi & (cases["column_name"] == column)
         values[rows] = frame.loc[cases.loc[rows, "index"], column].to_numpy()
@@ -119,7 +121,10 @@ def run_row_gate(con: duckdb.DuckDBPyConnection, run_id: str) -> RowGateResult:
         """,
         {"run": run_id},
     )
-    con.execute("CREATE OR REPLACE TEMP TABLE gate_rejected AS SELECT DISTINCT location, lea_id FROM gate_rejected_frame")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE gate_rejected AS "
+        "SELECT DISTINCT location, lea_id FROM gate_rejected_frame"
+    )
     con.unregister("gate_rejected_frame")
     # Shares count records: an employee element (with its ids), a role, a SIS row.
     con.execute(
@@ -179,7 +184,8 @@ def lea_gate(con: duckdb.DuckDBPyConnection, settings: GateSettings, run_id: str
                rejected_share <= $max_rejected
                  AND coalesce(disappeared / nullif(staff_before, 0), 0) <= $max_gone AS passed,
                concat_ws('; ',
-                 CASE WHEN rejected_share > $max_rejected THEN printf('%d of %d rows rejected (%.1f%% > %.1f%%)',
+                 CASE WHEN rejected_share > $max_rejected THEN
+                      printf('%d of %d rows rejected (%.1f%% > %.1f%%)',
                       rejected, rows, 100 * rejected_share, 100 * $max_rejected) END,
                  CASE WHEN coalesce(disappeared / nullif(staff_before, 0), 0) > $max_gone THEN
                       printf('%d of %d staff gone since the last accepted run (%.1f%% > %.1f%%)',
@@ -188,7 +194,11 @@ def lea_gate(con: duckdb.DuckDBPyConnection, settings: GateSettings, run_id: str
                now() AS checked_at
         FROM r ORDER BY lea_id
         """,
-        {"run": run_id, "max_rejected": settings.max_rejected_share, "max_gone": settings.max_disappeared_share},
+        {
+            "run": run_id,
+            "max_rejected": settings.max_rejected_share,
+            "max_gone": settings.max_disappeared_share,
+        },
     ).df()
 
 

@@ -11,8 +11,8 @@ LEA or two WISEids, and an email that would join such a group are written to ``s
 and those records stay apart.
 
 ``person_id`` is stable: a group takes the id that the previous run's ``staff_identifiers`` give its
-identifiers; a new person gets an id derived from its anchoring identifier (WISEid, else its first
-record key).
+identifiers; a new person gets an id derived from its anchoring identifier, its first record key
+(``eduv:<type>:<id>`` before ``sis:<lea>:<local id>``), which is unique to the group.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ MAX_ITERATIONS = 50
 
 
 def _components(con: duckdb.DuckDBPyConnection, nodes: str, edges: str, out: str) -> None:
-    """Connected components: ``nodes(node)``, ``edges(node, key)`` -> ``out(node, label)``, label = min node."""
+    """Connected components: ``nodes(node)``, ``edges(node, key)`` -> ``out(node, label = min node)``."""
     con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS SELECT node, node AS label FROM {nodes}")
     for _ in range(MAX_ITERATIONS):
         con.execute(
@@ -38,7 +38,8 @@ def _components(con: duckdb.DuckDBPyConnection, nodes: str, edges: str, out: str
                 SELECT e.key, min(c.label) AS label FROM {edges} e JOIN {out} c USING (node) GROUP BY e.key
             ),
             best AS (
-                SELECT e.node, min(k.label) AS label FROM {edges} e JOIN key_label k USING (key) GROUP BY e.node
+                SELECT e.node, min(k.label) AS label
+                FROM {edges} e JOIN key_label k USING (key) GROUP BY e.node
             )
             SELECT c.node, least(c.label, coalesce(b.label, c.label)) AS label
             FROM {out} c LEFT JOIN best b USING (node)
@@ -79,9 +80,11 @@ def _collect_identifiers(con: duckdb.DuckDBPyConnection) -> None:
         """
         CREATE OR REPLACE TEMP TABLE id_links AS
         WITH eduv_leas AS (
-            SELECT e.record_key, o.lea_id FROM stg_eduv_employees e JOIN cfg_organisations o USING (school_key)
+            SELECT e.record_key, o.lea_id
+            FROM stg_eduv_employees e JOIN cfg_organisations o USING (school_key)
             UNION
-            SELECT r.record_key, o.lea_id FROM stg_eduv_employee_roles r JOIN cfg_organisations o USING (school_key)
+            SELECT r.record_key, o.lea_id
+            FROM stg_eduv_employee_roles r JOIN cfg_organisations o USING (school_key)
         )
         SELECT record_key, 'eduv' AS source, '' AS scope, user_id_type AS id_type, user_id AS id_value
         FROM stg_eduv_employee_ids
@@ -91,7 +94,8 @@ def _collect_identifiers(con: duckdb.DuckDBPyConnection) -> None:
         UNION ALL
         SELECT record_key, 'eduv', '', 'email', email FROM stg_eduv_employees WHERE email IS NOT NULL
         UNION ALL
-        SELECT DISTINCT record_key, 'sis', lea_id::VARCHAR, unnest(['wiseid', 'local_code', 'email', 'email']),
+        SELECT DISTINCT record_key, 'sis', lea_id::VARCHAR,
+               unnest(['wiseid', 'local_code', 'email', 'email']),
                unnest([state_staff_id, lea_id || ':' || local_staff_id, email, alt_email])
         FROM stg_sis_staff_assignments
         """
@@ -147,9 +151,7 @@ def match(con: duckdb.DuckDBPyConnection) -> None:
         FROM id_strong SEMI JOIN id_strong_bad USING (label) GROUP BY label
         """
     )
-    con.execute(
-        "UPDATE id_strong SET label = node WHERE label IN (SELECT label FROM id_strong_bad)"
-    )
+    con.execute("UPDATE id_strong SET label = node WHERE label IN (SELECT label FROM id_strong_bad)")
     # Emails link the identifier groups, unless the merged group could not be one person.
     con.execute("CREATE OR REPLACE TEMP TABLE id_groups AS SELECT DISTINCT label AS node FROM id_strong")
     con.execute(
@@ -236,10 +238,7 @@ def _assign_person_ids(con: duckdb.DuckDBPyConnection) -> None:
             QUALIFY row_number() OVER (PARTITION BY label ORDER BY n DESC, person_id) = 1
                 AND row_number() OVER (PARTITION BY person_id ORDER BY n DESC, label) = 1
         ),
-        anchor AS (
-            SELECT label, coalesce(min(id_value) FILTER (WHERE id_type = 'wiseid'), min(record_key)) AS anchor
-            FROM id_final LEFT JOIN id_links USING (record_key) GROUP BY label
-        )
+        anchor AS (SELECT label, min(record_key) AS anchor FROM id_final GROUP BY label)
         SELECT a.label, coalesce(c.person_id, 'P' || upper(substr(md5(a.anchor), 1, 15))) AS person_id
         FROM anchor a LEFT JOIN claimed c USING (label)
         """

@@ -18,11 +18,17 @@ from pathlib import Path
 import duckdb
 
 from staff_pipeline.config import load_organisations, load_role_crosswalk
+from staff_pipeline.extract.sis_columns import CANONICAL
 from staff_pipeline.vocab import ORGANISATION_ROLES
 from staff_pipeline.warehouse import table_exists
 
 USER_ID_PRIORITY = ("eckId", "NEPPI", "NEPRI", "eduID", "BPI", "ASI")
-STAGED = ("stg_eduv_employees", "stg_eduv_employee_ids", "stg_eduv_employee_roles", "stg_sis_staff_assignments")
+STAGED = (
+    "stg_eduv_employees",
+    "stg_eduv_employee_ids",
+    "stg_eduv_employee_roles",
+    "stg_sis_staff_assignments",
+)
 CANDIDATES = {name: f"cand_{name.removeprefix('stg_')}" for name in STAGED}
 
 _EMPLOYEE_SHAPE = (
@@ -33,10 +39,6 @@ _EMPLOYEE_SHAPE = (
     '"organisationRoles":[{"organisationRole":"VARCHAR","beginDate":"VARCHAR","endDate":"VARCHAR",'
     '"organisation":{"organisationMasterIdentifier":"VARCHAR",'
     '"organisationIds":[{"organisationId":"VARCHAR","organisationIdType":"VARCHAR"}]}}]}'
-)
-_SIS_TEXT = (
-    "local_staff_id", "state_staff_id", "first_name", "middle_name", "last_name", "email", "alt_email",
-    "phone", "school_code", "position_code", "position_title", "begin_date", "end_date", "fte", "username",
 )
 
 
@@ -82,7 +84,8 @@ def select_eduv_requests(con: duckdb.DuckDBPyConnection, min_employees: int) -> 
         INSERT INTO eduv_requests_used
         WITH latest AS (
             SELECT school_key, request_id, ok, employee_count,
-                   row_number() OVER (PARTITION BY school_key ORDER BY extracted_at DESC, request_id DESC) AS n
+                   row_number() OVER (
+                       PARTITION BY school_key ORDER BY extracted_at DESC, request_id DESC) AS n
             FROM raw_eduv_requests
         )
         SELECT o.school_key, o.lea_id,
@@ -111,16 +114,21 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
         CREATE OR REPLACE TEMP TABLE eduv_elements AS
         SELECT r.request_id || ':' || r.element_no AS location, r.school_key, u.lea_id,
                json_transform(r.employee, '{_EMPLOYEE_SHAPE}') AS e
-        FROM {source} r JOIN eduv_requests_used u ON u.request_id = r.request_id AND u.school_key = r.school_key
+        FROM {source} r
+        JOIN eduv_requests_used u ON u.request_id = r.request_id AND u.school_key = r.school_key
         """
     )
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE eduv_ids_raw AS
-        SELECT el.location || '/userIds[' || (i - 1) || ']' AS location, el.location AS element, el.lea_id,
-               {_clean('x.userIdType')} AS user_id_type, {_clean('x.userId')} AS user_id,
-               list_position([{priority}], {_clean('x.userIdType')}) AS priority
-        FROM eduv_elements el, unnest(el.e.userIds) WITH ORDINALITY AS t(x, i)
+        WITH t AS (
+            SELECT location AS element, lea_id, unnest(e.userIds) AS x, generate_subscripts(e.userIds, 1) AS i
+            FROM eduv_elements
+        )
+        SELECT element || '/userIds[' || (i - 1) || ']' AS location, element, lea_id,
+               {_clean("x.userIdType")} AS user_id_type, {_clean("x.userId")} AS user_id,
+               list_position([{priority}], {_clean("x.userIdType")}) AS priority
+        FROM t
         """
     )
     con.execute(
@@ -136,17 +144,17 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
         f"""
         CREATE OR REPLACE TEMP TABLE cand_eduv_employees AS
         SELECT el.location, el.location AS element, el.lea_id, k.record_key, el.school_key,
-               {_clean('el.e.givenName')} AS given_name,
-               {_clean('el.e.preferredFirstName')} AS preferred_first_name,
-               {_clean('el.e.familyNamePrefix')} AS family_name_prefix,
-               {_clean('el.e.familyName')} AS family_name,
-               lower({_clean('el.e.email')}) AS email,
-               {_clean('el.e.phone')} AS phone, {_clean('el.e.mobile')} AS mobile,
-               {_clean('el.e.status')} AS status,
-               {_clean('el.e.dateCreated')} AS date_created,
-               TRY_CAST({_clean('el.e.dateCreated')} AS TIMESTAMPTZ) AS date_created__v,
-               {_clean('el.e.dateLastModified')} AS date_last_modified,
-               TRY_CAST({_clean('el.e.dateLastModified')} AS TIMESTAMPTZ) AS date_last_modified__v,
+               {_clean("el.e.givenName")} AS given_name,
+               {_clean("el.e.preferredFirstName")} AS preferred_first_name,
+               {_clean("el.e.familyNamePrefix")} AS family_name_prefix,
+               {_clean("el.e.familyName")} AS family_name,
+               lower({_clean("el.e.email")}) AS email,
+               {_clean("el.e.phone")} AS phone, {_clean("el.e.mobile")} AS mobile,
+               {_clean("el.e.status")} AS status,
+               {_clean("el.e.dateCreated")} AS date_created,
+               TRY_CAST({_clean("el.e.dateCreated")} AS TIMESTAMPTZ) AS date_created__v,
+               {_clean("el.e.dateLastModified")} AS date_last_modified,
+               TRY_CAST({_clean("el.e.dateLastModified")} AS TIMESTAMPTZ) AS date_last_modified__v,
                k.local_code
         FROM eduv_elements el LEFT JOIN eduv_record_keys k ON k.element = el.location
         """
@@ -165,43 +173,51 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
         SELECT 'M:' || eduv_org_master_id AS ref, school_key, lea_id, sector FROM cfg_organisations
         WHERE eduv_org_master_id IS NOT NULL
         UNION ALL
-        SELECT 'I:' || eduv_org_id_type || ':' || eduv_org_id, school_key, lea_id, sector FROM cfg_organisations
+        SELECT 'I:' || eduv_org_id_type || ':' || eduv_org_id, school_key, lea_id, sector
+        FROM cfg_organisations
         WHERE eduv_org_id IS NOT NULL
         """
     )
     con.execute(
-        f"""
+        """
         CREATE OR REPLACE TEMP TABLE eduv_roles_raw AS
-        SELECT el.location || '/organisationRoles[' || (i - 1) || ']' AS location, el.location AS element,
-               el.lea_id AS queried_lea_id, k.record_key, r,
+        WITH t AS (
+            SELECT location AS element, lea_id, unnest(e.organisationRoles) AS r,
+                   generate_subscripts(e.organisationRoles, 1) AS i
+            FROM eduv_elements
+        )
+        SELECT t.element || '/organisationRoles[' || (t.i - 1) || ']' AS location, t.element,
+               t.lea_id AS queried_lea_id, k.record_key, t.r,
                list_concat(
-                   CASE WHEN r.organisation.organisationMasterIdentifier IS NULL THEN []
-                        ELSE ['M:' || trim(r.organisation.organisationMasterIdentifier)] END,
-                   list_transform(r.organisation.organisationIds,
-                                  lambda o: 'I:' || trim(o.organisationIdType) || ':' || trim(o.organisationId))
+                   CASE WHEN t.r.organisation.organisationMasterIdentifier IS NULL THEN []
+                        ELSE ['M:' || trim(t.r.organisation.organisationMasterIdentifier)] END,
+                   list_transform(t.r.organisation.organisationIds,
+                   lambda o: 'I:' || trim(o.organisationIdType) || ':' || trim(o.organisationId))
                ) AS refs
-        FROM eduv_elements el, unnest(el.e.organisationRoles) WITH ORDINALITY AS t(r, i)
-        LEFT JOIN eduv_record_keys k ON k.element = el.location
+        FROM t LEFT JOIN eduv_record_keys k USING (element)
         """
     )
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE cand_eduv_employee_roles AS
-        WITH resolved AS (
-            SELECT rr.location, min(ok.school_key) AS school_key, any_value(ok.lea_id) AS lea_id,
-                   any_value(ok.sector) AS sector
-            FROM eduv_roles_raw rr, unnest(rr.refs) AS t(ref) JOIN org_keys ok ON ok.ref = t.ref
-            GROUP BY rr.location
+        WITH refs AS (SELECT location, unnest(refs) AS ref FROM eduv_roles_raw),
+        resolved AS (
+            SELECT r.location, min(ok.school_key) AS school_key, arg_min(ok.lea_id, ok.school_key) AS lea_id,
+                   arg_min(ok.sector, ok.school_key) AS sector
+            FROM refs r JOIN org_keys ok USING (ref)
+            GROUP BY r.location
         )
         SELECT rr.location, rr.element, coalesce(s.lea_id, rr.queried_lea_id) AS lea_id, rr.record_key,
                s.school_key, array_to_string(rr.refs, ' ') AS organisation,
-               {_clean('rr.r.organisationRole')} AS organisation_role,
-               {_clean('rr.r.beginDate')} AS begin_date, TRY_CAST({_clean('rr.r.beginDate')} AS DATE) AS begin_date__v,
-               {_clean('rr.r.endDate')} AS end_date, TRY_CAST({_clean('rr.r.endDate')} AS DATE) AS end_date__v,
+               {_clean("rr.r.organisationRole")} AS organisation_role,
+               {_clean("rr.r.beginDate")} AS begin_date,
+               TRY_CAST({_clean("rr.r.beginDate")} AS DATE) AS begin_date__v,
+               {_clean("rr.r.endDate")} AS end_date,
+               TRY_CAST({_clean("rr.r.endDate")} AS DATE) AS end_date__v,
                s.school_key IS NOT NULL AS school_known,
-               s.school_key IS NULL OR {_clean('rr.r.organisationRole')} NOT IN ({roles}) OR EXISTS (
+               s.school_key IS NULL OR {_clean("rr.r.organisationRole")} NOT IN ({roles}) OR EXISTS (
                    SELECT 1 FROM cfg_role_crosswalk x
-                   WHERE x.source = 'eduv' AND x.source_role = {_clean('rr.r.organisationRole')}
+                   WHERE x.source = 'eduv' AND x.source_role = {_clean("rr.r.organisationRole")}
                      AND (x.sector IS NULL OR x.sector = s.sector)
                ) AS role_known
         FROM eduv_roles_raw rr LEFT JOIN resolved s USING (location)
@@ -211,24 +227,27 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
 
 def build_sis_candidates(con: duckdb.DuckDBPyConnection) -> None:
     """One candidate per row of each LEA's latest landed export."""
-    text = ", ".join(f"{_clean(c)} AS {c}" for c in _SIS_TEXT)
+    text = ", ".join(f"{_clean(c)} AS {c}" for c in CANONICAL)
     if table_exists(con, "raw_sis_staff_latest"):
         source = f"SELECT lea_id, file_name, line_number, {text} FROM raw_sis_staff_latest"
     else:
-        nulls = ", ".join(f"NULL::VARCHAR AS {c}" for c in _SIS_TEXT)
-        source = f"SELECT NULL::BIGINT lea_id, NULL::VARCHAR file_name, NULL::INT line_number, {nulls} WHERE false"
+        nulls = ", ".join(f"NULL::VARCHAR AS {c}" for c in CANONICAL)
+        source = (
+            f"SELECT NULL::BIGINT lea_id, NULL::VARCHAR file_name, NULL::INT line_number, {nulls} WHERE false"
+        )
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE cand_sis_staff_assignments AS
         WITH s AS ({source})
         SELECT s.file_name || ':' || s.line_number AS location, s.lea_id,
                'sis:' || s.lea_id || ':' || s.local_staff_id AS record_key,
-               s.* EXCLUDE (lea_id, email, alt_email), lower(s.email) AS email, lower(s.alt_email) AS alt_email,
+               s.* EXCLUDE (lea_id, email, alt_email),
+               lower(s.email) AS email, lower(s.alt_email) AS alt_email,
                o.school_key,
-               {_sis_date('s.begin_date')} AS begin_date__v, {_sis_date('s.end_date')} AS end_date__v,
+               {_sis_date("s.begin_date")} AS begin_date__v, {_sis_date("s.end_date")} AS end_date__v,
                TRY_CAST(s.fte AS DOUBLE) AS fte__v,
                concat_ws('|', s.lea_id, s.local_staff_id, s.school_code, s.position_code,
-                         {_sis_date('s.begin_date')}) AS natural_key,
+                         {_sis_date("s.begin_date")}) AS natural_key,
                o.school_key IS NOT NULL AS school_known,
                o.school_key IS NULL OR EXISTS (
                    SELECT 1 FROM cfg_role_crosswalk x
@@ -302,6 +321,4 @@ def build_staged(con: duckdb.DuckDBPyConnection) -> None:
         WHERE NOT EXISTS (SELECT 1 FROM gate_rejected g WHERE g.location = c.location)
         """
     )
-    con.execute(
-        "CREATE OR REPLACE TABLE stg_eduv_requests_used__next AS SELECT * FROM eduv_requests_used"
-    )
+    con.execute("CREATE OR REPLACE TABLE stg_eduv_requests_used__next AS SELECT * FROM eduv_requests_used")

@@ -52,22 +52,25 @@ def stage(
     return StepResult(swapped=swapped, rows=rows, failures=failures, rejected=row_gate.rejected)
 
 
-def _validate_conformed(con: duckdb.DuckDBPyConnection, username_rule: str) -> dict[str, pd.DataFrame]:
+def _validate_conformed(con: duckdb.DuckDBPyConnection) -> dict[str, pd.DataFrame]:
+    """Failures per table. LinkIt UserNames derive from emails and are the LinkIt mart's to reject per
+    row; LocalCode is an identity, so two people holding one in a district refuse the model."""
     known = "EXISTS (SELECT 1 FROM staff__next s WHERE s.person_id = t.person_id) AS person_known"
-    user_name = "split_part(s.primary_email, '@', 1)" if username_rule == "email_local_part" else "s.local_code"
-    accounts = f"""
-        SELECT DISTINCT a.linkit_district, s.person_id, s.local_code, {user_name} AS user_name
+    accounts = """
+        SELECT DISTINCT a.linkit_district, s.person_id, s.local_code
         FROM staff__next s JOIN staff_assignments__next a USING (person_id) WHERE a.linkit_role IS NOT NULL
     """
     checks = {
         "staff": [
             ("SELECT * FROM staff__next", conformed_schemas.staff),
-            (f"SELECT linkit_district, local_code FROM ({accounts}) WHERE local_code IS NOT NULL",
-             conformed_schemas.linkit_local_codes),
-            (f"SELECT linkit_district, user_name FROM ({accounts}) WHERE user_name IS NOT NULL",
-             conformed_schemas.linkit_user_names),
+            (
+                f"SELECT linkit_district, local_code FROM ({accounts}) WHERE local_code IS NOT NULL",
+                conformed_schemas.linkit_local_codes,
+            ),
         ],
-        "staff_contacts": [(f"SELECT *, {known} FROM staff_contacts__next t", conformed_schemas.staff_contacts)],
+        "staff_contacts": [
+            (f"SELECT *, {known} FROM staff_contacts__next t", conformed_schemas.staff_contacts)
+        ],
         "staff_assignments": [
             (f"SELECT *, {known} FROM staff_assignments__next t", conformed_schemas.staff_assignments)
         ],
@@ -97,7 +100,7 @@ def conform(
     results = gate.lea_gate(con, settings.gate, run_id)
     failed = [int(x) for x in results.loc[~results["passed"], "lea_id"]]
     conformed.build_next(con, failed, today)
-    failures = _validate_conformed(con, settings.linkit.username_rule)
+    failures = _validate_conformed(con)
     rows = {t: row_count(con, f"{t}__next") for t in conformed.CONFORMED}
     con.register("gate_results_frame", results)
     con.execute("CREATE TABLE IF NOT EXISTS gate_results AS SELECT * FROM gate_results_frame WHERE false")

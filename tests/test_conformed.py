@@ -1,0 +1,187 @@
+"""The conformed model: crosswalks, active periods, leaving people, contacts, and the per-LEA gate."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date
+
+import duckdb
+import pytest
+
+from staff_pipeline.warehouse import connect
+from tests.raw_tables import LAKEVIEW_ELEM, LAKEVIEW_HIGH, Raw, employee, role, run_both, sis_row
+
+TODAY = date(2026, 1, 15)
+
+
+@pytest.fixture
+def con() -> Iterator[duckdb.DuckDBPyConnection]:
+    with connect() as c:
+        yield c
+
+
+def _person(con: duckdb.DuckDBPyConnection, record_key: str) -> str:
+    return con.execute(
+        "SELECT person_id FROM staff_identifiers WHERE id_type = 'record_key' AND id_value = ?", [record_key]
+    ).fetchall()[0][0]
+
+
+def test_assignments_contacts_and_status(con) -> None:
+    raw = Raw(con)
+    raw.eduv(
+        "lakeview-elem",
+        [
+            employee(
+                1,
+                asi="T1",
+                mobile="+31 6 1234 5678",
+                roles=[
+                    role(LAKEVIEW_ELEM, "leraar", begin="2026-01-15"),  # starts today: active
+                    role(
+                        LAKEVIEW_HIGH, "leraar", begin="2020-08-01", end="2026-01-15"
+                    ),  # ended today (exclusive)
+                ],
+            ),
+            employee(2, status="tobedeleted"),
+            employee(
+                3, roles=[role(LAKEVIEW_ELEM, "onderwijsdirecteur", begin="2019-08-01", end="2025-08-01")]
+            ),
+        ],
+    )
+    raw.sis(
+        100001,
+        [
+            sis_row(
+                "T1",
+                state_staff_id="1000000001",
+                school="LVH",
+                position_code="TCH",
+                fte="0.5",
+                email="t1@district.example.org",
+                alt_email="t1.home@example.org",
+                phone="(608) 555-0101",
+            ),
+        ],
+    )
+    assert run_both(con, today=TODAY).swapped
+    one, two, three = (_person(con, f"eduv:eckId:eck-{n}") for n in (1, 2, 3))
+
+    rows = con.execute(
+        "SELECT school_key, source, source_role, staff_classification, contact_title, linkit_role, fte, "
+        "active "
+        "FROM staff_assignments WHERE person_id = ? ORDER BY school_key, source, begin_date",
+        [one],
+    ).fetchall()
+    assert rows == [
+        ("lakeview-elem", "eduv", "leraar", "Elementary Teacher", "Teacher", "TEACHER", None, True),
+        ("lakeview-high", "eduv", "leraar", "Secondary Teacher", "Teacher", "TEACHER", None, False),
+        ("lakeview-high", "sis", "TCH", "Secondary Teacher", "Teacher", "TEACHER", 0.5, True),
+    ]
+    status = dict(
+        (p, (s, r))
+        for p, s, r in con.execute("SELECT person_id, status, leaving_reason FROM staff").fetchall()
+    )
+    assert status[one] == ("active", None)
+    assert status[two] == ("leaving", "tobedeleted")
+    assert status[three] == ("leaving", "all_roles_ended")
+
+    contacts = con.execute(
+        "SELECT DISTINCT kind, value, source, is_primary FROM staff_contacts "
+        "WHERE person_id = ? ORDER BY ALL",
+        [one],
+    ).fetchall()
+    assert contacts == [
+        ("email", "e1@school.example.nl", "eduv", True),
+        ("email", "t1.home@example.org", "sis", False),
+        ("email", "t1@district.example.org", "sis", False),
+        ("mobile", "+31 6 1234 5678", "eduv", True),
+        ("phone", "(608) 555-0101", "sis", False),
+        ("phone", "+31 20 555 0001", "eduv", True),
+    ]
+    assert {r[0] for r in con.execute("SELECT lea_id FROM staff_contacts").fetchall()} == {100001}
+    assert con.execute("SELECT primary_email FROM staff WHERE person_id = ?", [one]).fetchall() == [
+        ("e1@school.example.nl",)
+    ]
+
+
+def test_same_assignment_from_both_sources_is_kept_once_from_sis(con) -> None:
+    raw = Raw(con)
+    raw.eduv("lakeview-elem", [employee(1, asi="T1", roles=[role(LAKEVIEW_ELEM, begin="2024-08-15")])])
+    raw.sis(100001, [sis_row("T1", position_title="Grade 3 Teacher")])
+    run_both(con)
+    assert con.execute("SELECT source, position_title FROM staff_assignments").fetchall() == [
+        ("sis", "Grade 3 Teacher")
+    ]
+
+
+def _lea_rows(con: duckdb.DuckDBPyConnection, lea: int) -> list:
+    return sorted(con.execute("SELECT * FROM staff_assignments WHERE lea_id = ?", [lea]).fetchall(), key=str)
+
+
+def test_threshold_stops_a_mass_delete_for_that_lea_only(con) -> None:
+    raw = Raw(con)
+    raw.sis(100001, [sis_row(f"T{n}") for n in range(20)])
+    raw.sis(100002, [sis_row(f"R{n}", school="RSE") for n in range(5)])
+    run_both(con, "run-1")
+    lakeview_before = _lea_rows(con, 100001)
+    staff_before = con.execute("SELECT count(*) FROM staff").fetchall()[0][0]
+
+    # A truncated Lakeview export (2 of 20 people) and a normal Riverside one with a new hire.
+    raw.sis(100001, [sis_row("T0"), sis_row("T1")])
+    raw.sis(100002, [sis_row(f"R{n}", school="RSE") for n in range(6)])
+    result = run_both(con, "run-2")
+
+    assert result.swapped
+    gate = {
+        r[0]: r[1:]
+        for r in con.execute(
+            "SELECT lea_id, staff_before, disappeared, passed, reason FROM gate_results "
+            "WHERE run_id = 'run-2'"
+        ).fetchall()
+    }
+    assert gate[100001] == (20, 18, False, "18 of 20 staff gone since the last accepted run (90.0% > 10.0%)")
+    assert gate[100002][:3] == (5, 0, True)
+    assert _lea_rows(con, 100001) == lakeview_before  # nobody deleted downstream
+    assert len(_lea_rows(con, 100002)) == 6
+    assert con.execute("SELECT count(*) FROM staff").fetchall()[0][0] == staff_before + 1
+
+
+def test_rejected_share_fails_the_lea_and_keeps_its_previous_rows(con) -> None:
+    raw = Raw(con)
+    raw.sis(100001, [sis_row(f"T{n}") for n in range(10)])
+    run_both(con, "run-1")
+    before = _lea_rows(con, 100001)
+
+    raw.sis(100001, [sis_row(f"T{n}", begin_date="2024-13-01" if n < 3 else "2024-08-15") for n in range(10)])
+    run_both(con, "run-2", max_disappeared_share=1.0)
+
+    assert con.execute(
+        "SELECT rows, rejected, passed FROM gate_results WHERE run_id = 'run-2' AND lea_id = 100001"
+    ).fetchall() == [(10, 3, False)]
+    assert _lea_rows(con, 100001) == before
+
+
+def test_school_whose_pull_failed_or_came_back_empty_is_carried_over(con) -> None:
+    raw = Raw(con)
+    raw.eduv("lakeview-elem", [employee(n) for n in range(1, 6)])
+    raw.eduv("lakeview-high", [employee(9, roles=[role(LAKEVIEW_HIGH)])])
+    run_both(con, "run-1")
+    before = _lea_rows(con, 100001)
+    assert len(before) == 6
+
+    raw.eduv("lakeview-elem", [], ok=False, status=503)  # failed pull
+    raw.eduv("lakeview-high", [])  # answered, but with nobody
+    run_both(con, "run-2")
+
+    assert _lea_rows(con, 100001) == before
+    assert con.execute(
+        "SELECT disappeared, passed FROM gate_results WHERE run_id = 'run-2' AND lea_id = 100001"
+    ).fetchall() == [(0, True)]
+
+    # A later good pull is used again, and someone who really left is gone.
+    raw.eduv("lakeview-elem", [employee(n) for n in range(1, 6)])
+    raw.eduv(
+        "lakeview-high", [employee(9, roles=[role(LAKEVIEW_HIGH)]), employee(10, roles=[role(LAKEVIEW_HIGH)])]
+    )
+    run_both(con, "run-3")
+    assert len(_lea_rows(con, 100001)) == 7

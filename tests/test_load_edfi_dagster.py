@@ -1,0 +1,61 @@
+"""The three Ed-Fi assets materialised through Dagster for one LEA partition, with run config."""
+
+from __future__ import annotations
+
+from dagster import DagsterInstance, materialize
+
+from assets.edfi import edfi_assignment_associations, edfi_contact_associations, edfi_mart
+from staff_pipeline.clients.edfi import EdFiResource
+from staff_pipeline.resources import WarehouseResource
+from tests.fixtures_edfi import LEA_A, SCHOOL_A1, Conformed
+
+ASSETS = [edfi_mart, edfi_assignment_associations, edfi_contact_associations]
+
+
+def _resources(url: str) -> dict:
+    # The fallback pair is wrong on purpose: the LEA's own key (EDFI_CLIENT_ID_<lea>) must be used.
+    return {
+        "warehouse": WarehouseResource(),
+        "edfi": EdFiResource(
+            base_url=url, client_id="nobody", client_secret="fallback-secret", backoff_base=0.01
+        ),
+    }
+
+
+def _metadata(result, name: str) -> dict:
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == name]
+    return {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
+
+
+def test_partition_materialises_as_a_dry_run_then_sends(edfi_env):
+    edfi_env.add_staff(None, "D1")
+    world = Conformed().person("d1", "D1").person("d2", None)
+    world.assign("d1", LEA_A, SCHOOL_A1).email("d1", LEA_A, SCHOOL_A1, "d1@lea1.com")
+    world.assign("d2", LEA_A, SCHOOL_A1).write()
+    instance = DagsterInstance.ephemeral()
+    dry = {"ops": {a.key.path[-1]: {"config": {"dry_run": True}} for a in ASSETS[1:]}}
+
+    result = materialize(
+        ASSETS,
+        resources=_resources(edfi_env.url),
+        partition_key=str(LEA_A),
+        run_config=dry,
+        instance=instance,
+    )
+    assert result.success and edfi_env.requests_to(path_prefix="/data") == []
+    mart = _metadata(result, "edfi_mart")
+    assert (mart["assignment_associations"], mart["contact_associations"], mart["not_sent"]) == (1, 1, 1)
+    assert "no WISEid" in mart["not_sent_people_by_reason"]
+    assert "create" in _metadata(result, "edfi_assignment_associations")["plan"]
+
+    result = materialize(
+        ASSETS, resources=_resources(edfi_env.url), partition_key=str(LEA_A), instance=instance
+    )
+    assert result.success
+    sent = _metadata(result, "edfi_contact_associations")
+    assert (sent["sent"], sent["created"], sent["failed"]) == (1, 1, 0)
+    assert _metadata(result, "edfi_assignment_associations")["not_sent"] == 1
+
+    for name in ("edfi_assignment_associations", "edfi_contact_associations"):
+        text = repr(_metadata(result, name)) + repr(result.all_events)
+        assert "secret-a" not in text and "fallback-secret" not in text

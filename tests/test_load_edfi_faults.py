@@ -1,0 +1,46 @@
+"""Loads survive 429/500 answers and dropped connections, reuse one token, and refresh it on expiry."""
+
+from __future__ import annotations
+
+import pytest
+
+from staff_pipeline.clients.edfi import EdFiClient
+from staff_pipeline.http import RetryPolicy
+from staff_pipeline.loads.edfi_mart import ASSIGNMENTS, CONTACTS
+from staff_pipeline.standins.common import Knobs
+from tests.fixtures_edfi import LEA_A, load_lea, one_school_world
+
+PEOPLE = 30
+
+
+@pytest.fixture
+def edfi_knobs() -> Knobs:
+    return Knobs(share_429=0.2, share_500=0.1, share_drop=0.05, seed=7)
+
+
+def test_retries_429_500_and_drops_until_everything_is_sent(edfi_standin):
+    one_school_world(edfi_standin, PEOPLE, "f")
+    client = EdFiClient(edfi_standin.url, f"lea-{LEA_A}", "secret-a", policy=RetryPolicy(8, 0.01, 0.05))
+    reports = load_lea(client, LEA_A)
+    statuses = [r.status for r in edfi_standin.received]
+    assert statuses.count(429) > 0 and statuses.count(500) > 0 and statuses.count(0) > 0
+    assert [r.failed for r in reports.values()] == [{}, {}]
+    assert len(edfi_standin.records(ASSIGNMENTS)) == len(edfi_standin.records(CONTACTS)) == PEOPLE
+
+
+def test_one_token_is_reused_and_an_expired_one_is_refreshed_once(edfi_standin):
+    edfi_standin.knobs.share_429 = edfi_standin.knobs.share_500 = edfi_standin.knobs.share_drop = 0.0
+    one_school_world(edfi_standin, PEOPLE, "f")
+    client = EdFiClient(edfi_standin.url, f"lea-{LEA_A}", "secret-a")
+    done = []
+
+    def expire_midway(entry: dict) -> None:
+        done.append(entry)
+        if len(done) == 10:
+            edfi_standin.tokens.expire_all()
+
+    reports = load_lea(client, LEA_A, on_entry=expire_midway)
+    assert [r.failed for r in reports.values()] == [{}, {}]
+    assert client.tokens_fetched == 2  # 60 requests, one token, one refresh after the expiry
+    assert len(edfi_standin.requests_to("POST", "/oauth/token")) == 2
+    assert any(r.status == 401 for r in edfi_standin.received)

@@ -1,0 +1,168 @@
+"""The Dagster UI as a person uses it: `dagster dev`, a run launched through GraphQL, the asset graph
+rendered in headless Chromium with every asset of the Definitions on the page.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from staff_pipeline.settings import REPO_ROOT
+from staff_pipeline.warehouse import connect
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+LOCATION = "staff_pipeline"
+
+LAUNCH = """
+mutation Launch($job: String!, $location: String!) {
+  launchRun(executionParams: {
+    selector: {repositoryLocationName: $location, repositoryName: "__repository__", jobName: $job}
+    runConfigData: "{}"
+  }) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on InvalidStepError { invalidStepKey }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+STATUS = "query Status($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } } }"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def dagster_dev(tmp_path: Path) -> Iterator[str]:
+    """`dagster dev` (webserver + daemon) on a free loopback port with the repo's instance settings."""
+    home = Path(os.environ["DAGSTER_HOME"])
+    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    port = _free_port()
+    log = (tmp_path / "dagster_dev.log").open("w")
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "dev",
+            "-w",
+            str(REPO_ROOT / "workspace.yaml"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=REPO_ROOT,
+        env={**os.environ},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                if requests.get(f"{url}/server_info", timeout=5).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert proc.poll() is None, (tmp_path / "dagster_dev.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "dagster dev did not come up in 240 s"
+            time.sleep(1)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the session this test started: dev, webserver, daemon
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
+
+
+def _graphql(url: str, query: str, variables: dict) -> dict:
+    response = requests.post(f"{url}/graphql", json={"query": query, "variables": variables}, timeout=60)
+    response.raise_for_status()
+    body = response.json()
+    assert "errors" not in body, body["errors"]
+    return body["data"]
+
+
+def _chromium(tmp_path: Path, *args: str) -> str:
+    profile = tmp_path / "chromium-profile"
+    result = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={profile}",
+            "--window-size=1800,1100",
+            "--virtual-time-budget=30000",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_launch_a_run_and_see_the_asset_graph(dagster_dev: str, tmp_path: Path) -> None:
+    if CHROMIUM is None:
+        pytest.skip("Chromium not found: apt-get install chromium (.ci/run installs it)")
+    from staff_pipeline.definitions import defs
+
+    expected = sorted(key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys())
+    assert {"raw_eduv_employees", "staff"} <= set(expected)
+
+    with connect() as con:  # what the published copy is made from
+        con.execute("CREATE TABLE staff AS SELECT 'p1' AS person_id, 'active' AS status")
+    deadline = time.monotonic() + 240
+    while True:  # the webserver answers before the code location has finished loading
+        launched = _graphql(dagster_dev, LAUNCH, {"job": "publish_analytics_job", "location": LOCATION})
+        launched = launched["launchRun"]
+        if launched["__typename"] != "PipelineNotFoundError" or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+
+    deadline, status = time.monotonic() + 300, None
+    while time.monotonic() < deadline:
+        status = _graphql(dagster_dev, STATUS, {"id": run_id})["runOrError"]["status"]
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            break
+        time.sleep(2)
+    assert status == "SUCCESS"
+
+    graph_url = f"{dagster_dev}/asset-groups"
+    dom = _chromium(tmp_path, "--dump-dom", graph_url)
+    missing = [name for name in expected if name not in dom]
+    assert not missing, f"not on the asset graph page: {missing}"
+
+    screenshot = tmp_path / "asset-graph.png"
+    _chromium(tmp_path, f"--screenshot={screenshot}", graph_url)
+    assert screenshot.stat().st_size > 10_000
