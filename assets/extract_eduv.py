@@ -1,10 +1,11 @@
 """Asset ``raw_eduv_employees``: pull every configured school from Edu-V and land it as received."""
 
-from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, Failure, MaterializeResult, asset
 
 from staff_pipeline.clients.eduv import EduVResource
 from staff_pipeline.config import load_organisations
 from staff_pipeline.extract import eduv as extract
+from staff_pipeline.metadata import markdown_table
 from staff_pipeline.resources import WarehouseResource
 from staff_pipeline.settings import paths
 from staff_pipeline.warehouse import preview
@@ -38,8 +39,8 @@ def raw_eduv_employees(
         "schools_failed": len(failed),
         "rows_landed": sum(r.employee_count or 0 for r in landed),
         "bytes": sum(r.bytes for r in landed),
-        "schools": MetadataValue.md(extract.results_markdown(landed)),
-        "preview": MetadataValue.md(sample.to_markdown(index=False) if len(sample) else "(no rows)"),
+        "schools": markdown_table(extract.results_frame(landed)),
+        "preview": markdown_table(sample),
     }
     if failed:
         for r in failed:

@@ -6,14 +6,16 @@ error texts (already redacted by the client) and LocalCodes/UserNames.
 """
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetKey, Config, Failure, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetKey, Config, Failure, MaterializeResult, asset
 
 from staff_pipeline.clients.linkit import LinkItResource
 from staff_pipeline.config import load_settings
 from staff_pipeline.loads.linkit import load_district
 from staff_pipeline.loads.linkit_mart import MART, REJECTED, build_mart
+from staff_pipeline.metadata import counts_table, markdown_table, validate_or_fail
 from staff_pipeline.partitions import district_partitions
 from staff_pipeline.resources import WarehouseResource
+from staff_pipeline.schemas.marts_linkit import mart_linkit_staff
 from staff_pipeline.warehouse import preview
 
 DONE = ("created", "updated", "reactivated", "deactivated", "adopted")
@@ -24,14 +26,6 @@ class LinkItLoadConfig(Config):
 
     dry_run: bool = False
     confirm_deactivations: bool = False
-
-
-def _md(frame: pd.DataFrame) -> MetadataValue:
-    return MetadataValue.md(frame.to_markdown(index=False) if len(frame) else "_none_")
-
-
-def _counts_md(counts: dict, key: str) -> MetadataValue:
-    return _md(pd.DataFrame(sorted(counts.items(), key=lambda kv: -kv[1]), columns=[key, "count"]))
 
 
 @asset(
@@ -45,6 +39,12 @@ def linkit_mart(context: AssetExecutionContext, warehouse: WarehouseResource) ->
     rule = load_settings().linkit.username_rule
     with warehouse.connect() as con:
         counts = build_mart(con, district, rule, context.run_id)
+        frame = con.execute(f"SELECT * FROM {MART} WHERE district = ?", [district]).df()
+        validate_or_fail(
+            frame,
+            mart_linkit_staff,
+            f"{MART} for {district} breaks the LinkIt contract; nothing will be sent",
+        )
         sample = preview(
             con, f"SELECT * EXCLUDE (run_id, built_at) FROM {MART} WHERE district = '{district}'"
         )
@@ -57,11 +57,11 @@ def linkit_mart(context: AssetExecutionContext, warehouse: WarehouseResource) ->
             "district": district,
             "accounts": accounts,
             "not_loaded": sum(counts.values()),
-            "not_loaded_by_rule": _counts_md(counts, "rule"),
+            "not_loaded_by_rule": counts_table(counts, "rule"),
             "username_suffixed": suffixed,
             "username_rule": rule,
-            "preview": _md(sample),
-            "rejected_preview": _md(rejected),
+            "preview": markdown_table(sample),
+            "rejected_preview": markdown_table(rejected),
         }
     )
 
@@ -106,17 +106,17 @@ def linkit_staff_accounts(
     metadata = {
         "district": district,
         "dry_run": report.dry_run,
-        "plan": _counts_md(dict(report.plan), "action"),
-        "plan_preview": _md(report.preview if report.preview is not None else pd.DataFrame()),
+        "plan": counts_table(dict(report.plan), "action"),
+        "plan_preview": markdown_table(report.preview if report.preview is not None else pd.DataFrame()),
         "held": report.held or "nothing held",
         "rejected": sum(rejected.values()),
-        "rejected_by_rule": _counts_md(rejected, "rule"),
+        "rejected_by_rule": counts_table(rejected, "rule"),
     }
     if not report.dry_run:
         for name in (*DONE, "unchanged", "failed"):
             metadata[name] = int(outcomes[name])
-        metadata["failed_by_error"] = _counts_md(dict(report.failures), "error")
-        metadata["requests"] = _counts_md(dict(report.requests), "call")
+        metadata["failed_by_error"] = counts_table(dict(report.failures), "error")
+        metadata["requests"] = counts_table(dict(report.requests), "call")
         metadata["write_requests"] = report.write_requests
         if outcomes["failed"] and not any(outcomes[name] for name in DONE):
             # Nothing got through (bad keys, clock skew, API down): a failed run, not a quiet success.

@@ -22,11 +22,15 @@ class ConfigError(ValueError):
 
 
 def _describe_failures(path: Path, err: pa.errors.SchemaErrors) -> str:
-    lines = [f"{path}: {len(err.failure_cases)} problem(s)"]
-    for case in err.failure_cases.head(20).itertuples():
+    # A row-wide rule fails once per cell of the row: report it once per row.
+    cases = err.failure_cases.drop_duplicates(subset=["index", "check"])
+    lines = [f"{path}: {len(cases)} problem(s)"]
+    for case in cases.head(20).itertuples():
         row = f"row {int(case.index) + 2}" if pd.notna(case.index) else "whole file"  # +2: header, 1-based
-        column = case.column if isinstance(case.column, str) else "-"
-        lines.append(f"  {row}, field {column}: {case.check} (value {case.failure_case!r})")
+        if case.schema_context == "Column":
+            lines.append(f"  {row}, field {case.column}: {case.check} (value {case.failure_case!r})")
+        else:
+            lines.append(f"  {row}: {case.check}")
     return "\n".join(lines)
 
 

@@ -12,6 +12,8 @@ import json
 import shutil
 import tomllib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,7 @@ CORPUS = Path(__file__).parent / "corpus"
 CASES = tomllib.loads((CORPUS / "manifest.toml").read_text(encoding="utf-8"))["case"]
 LEA = "100001"
 SCHOOL = "lakeview-elem"  # the Edu-V school whose answer the eduv cases replace
-SIS_ROWS = 80  # per LEA: enough that a few rejected rows stay under the 5% gate
+SIS_ROWS = 300  # per LEA: enough that the shared night's bad rows stay under the 5% gate
 EMPLOYEES = 3  # per Edu-V school
 BIG = 10 * 1024 * 1024
 
@@ -45,24 +47,35 @@ class CorpusEduV(EduVStandIn):
     body: tuple[bytes, str] | None = None
 
     def handle(self, request: Request) -> Response:
-        master = load_organisations().set_index("school_key").at[SCHOOL, "eduv_org_master_id"]
+        master = _schools()[SCHOOL]["eduv_org_master_id"]
         if self.body is not None and request.path == "/employees" and request.arg("orgMasterId") == master:
             return Response(200, self.body[0], content_type=self.body[1])
         return super().handle(request)
 
 
-def _schools() -> list[dict[str, Any]]:
-    orgs = load_organisations()
-    has_eduv = orgs["eduv_org_master_id"].notna() | orgs["eduv_org_id"].notna()
-    return orgs[has_eduv].to_dict("records")
+@cache
+def _organisations() -> tuple[dict[str, Any], ...]:
+    """The configured schools (validated once: it is not cheap)."""
+    return tuple(load_organisations().to_dict("records"))
 
 
-def _good_employees(index: int, school: dict[str, Any]) -> list[dict]:
-    return [employee(1000 * index + n, [role(_organisation_ref(school))]) for n in range(EMPLOYEES)]
+@cache
+def _schools() -> dict[str, dict[str, Any]]:
+    """The schools Edu-V knows, by school key."""
+    return {
+        row["school_key"]: row
+        for row in _organisations()
+        if isinstance(row["eduv_org_master_id"], str) or isinstance(row["eduv_org_id"], str)
+    }
+
+
+def _good_employees(school_key: str) -> list[dict]:
+    index, ref = list(_schools()).index(school_key), _organisation_ref(_schools()[school_key])
+    return [employee(1000 * index + n, [role(ref)]) for n in range(EMPLOYEES)]
 
 
 def _sis_rows(lea: str) -> list[str]:
-    code = load_organisations().query(f"lea_id == {lea}")["sis_school_code"].iloc[0]
+    code = next(s["sis_school_code"] for s in _organisations() if str(s["lea_id"]) == lea)
     return [
         f"L{lea}-{i},,First{i},,Last{i},l{lea}.{i}@district.example.org,,,{code},TCH,Teacher,2024-08-15,,1,"
         for i in range(SIS_ROWS)
@@ -98,9 +111,9 @@ def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CorpusEduV]:
     server = CorpusEduV()
     server.add_client(CLIENT_ID, secret=CLIENT_SECRET)
     eduv_dir = tmp_path_factory.mktemp("eduv")
-    for index, school in enumerate(_schools()):
-        lines = [json.dumps(e) for e in _good_employees(index, school)]
-        (eduv_dir / f"{school['school_key']}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for key in _schools():
+        lines = [json.dumps(e) for e in _good_employees(key)]
+        (eduv_dir / f"{key}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     server.load_generated(load_organisations(), eduv_dir)
     with server:
         yield server
@@ -127,7 +140,9 @@ def _snapshot() -> dict[str, list[tuple]]:
                 "SELECT DISTINCT s.* FROM staff s JOIN staff_assignments a USING (person_id) "
                 f"WHERE a.lea_id = {LEA} ORDER BY ALL"
             ).fetchall(),
-            "assignments": con.execute(f"SELECT * FROM staff_assignments WHERE lea_id = {LEA} ORDER BY ALL").fetchall(),
+            "assignments": con.execute(
+                f"SELECT * FROM staff_assignments WHERE lea_id = {LEA} ORDER BY ALL"
+            ).fetchall(),
         }
 
 
@@ -151,7 +166,8 @@ def _sis_10mb_field() -> bytes:
 
 
 def _eduv_10mb_field() -> bytes:
-    return json.dumps([employee(9, [role(_organisation_ref(_schools()[0]))], givenName="B" * BIG)]).encode()
+    ref = _organisation_ref(_schools()[SCHOOL])
+    return json.dumps(employee(9, [role(ref)], givenName="B" * BIG)).encode()
 
 
 GENERATED: dict[str, Callable[[], bytes]] = {
@@ -165,38 +181,44 @@ def _input(case: dict[str, Any]) -> bytes:
     return GENERATED[case["generate"]]() if "generate" in case else (CORPUS / case["file"]).read_bytes()
 
 
-def _serve(standin: CorpusEduV, case: dict[str, Any], data: bytes) -> None:
-    if case["mode"] == "whole":
-        kind = "text/html" if case.get("file", "").endswith(".html") else "application/json"
-        standin.body = (data, kind)
-        return
-    school = next(s for s in _schools() if s["school_key"] == SCHOOL)
-    good = [json.dumps(e).encode() for e in _good_employees(_schools().index(school), school)]
-    hostile = data.strip()[1:-1].strip()  # the elements of the case's JSON array, bytes as written
-    standin.body = (b"[" + b",".join([*good, hostile]) + b"]", "application/json")
+def _hostile_rows(case: dict[str, Any], index: int) -> list[str]:
+    """An append case's SIS rows, their ids made unique per case (``X1`` -> ``C3X1``)."""
+    lines = _input(case).decode().split("\n")[1:]
+    return [f"C{index}{line}" for line in lines if line]
 
 
-def _drop_case(case: dict[str, Any], data: bytes) -> None:
-    if case["mode"] == "append":
-        data = _csv(_sis_rows(LEA)) + data.split(b"\n", 1)[1]  # night 1's rows, then the hostile ones
-    _drop(LEA, "night2.csv", data)
+def _elements(case: dict[str, Any]) -> list[bytes]:
+    """An append case's Edu-V elements (JSON Lines: one element per line, bytes as written)."""
+    return [line for line in _input(case).split(b"\n") if line.strip()]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
-def test_hostile_input(case: dict[str, Any], standin: CorpusEduV, night_one: Path) -> None:
+def _eduv_body(elements: list[bytes]) -> tuple[bytes, str]:
+    """lakeview-elem's good employees followed by ``elements``."""
+    good = [json.dumps(e).encode() for e in _good_employees(SCHOOL)]
+    return b"[" + b",".join([*good, *elements]) + b"]", "application/json"
+
+
+@dataclass
+class Night:
+    """Night 2's outcome, as the checks read it."""
+
+    landed: dict[str, extract.Landed]
+    files: list[sis.FileOutcome]
+    gate: dict[str, str]  # LEA -> reason, for LEAs whose gate failed
+    rejected: list[tuple[str, str, str | None]]  # rule, location, value
+    before: dict[str, list[tuple]]
+    people_before: set[str]
+    people_after: set[str]
+    names: set[str]  # every first and last name in staff after night 2
+
+
+def _night_two(standin: CorpusEduV, night_one: Path) -> Night:
     shutil.copyfile(night_one, paths().warehouse)
     before, people_before = _snapshot(), _people()
-    data = _input(case)
-    standin.body = None
-    if case["source"] == "sis":
-        _drop_case(case, data)
-    else:
-        _serve(standin, case, data)
     try:
         landed, files = night(standin, "night-2")  # never a crash trace: it returns
     finally:
         standin.body = None
-    expect = case["expect"]
     with connect() as con:
         gate = dict(
             con.execute(
@@ -206,34 +228,86 @@ def test_hostile_input(case: dict[str, Any], standin: CorpusEduV, night_one: Pat
         rejected = con.execute(
             "SELECT rule, location, value FROM rejected_rows WHERE run_id = 'night-2'"
         ).fetchall()
+        names = {n for row in con.execute("SELECT first_name, last_name FROM staff").fetchall() for n in row}
+    return Night(landed, files, gate, rejected, before, people_before, _people(), names)
 
+
+# Append cases share one night (their rows or elements together, each under its own ids); a case
+# whose input fails the whole file or answer has a night of its own.
+SHARED = [c for c in CASES if c["mode"] == "append" and c["expect"] != "file_failed"]
+ALONE = [c for c in CASES if c not in SHARED]
+
+
+@pytest.fixture(scope="module")
+def shared_night(
+    standin: CorpusEduV, night_one: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Night, dict[str, set[str]]]:
+    """Night 2 with every append case at once; returns it and each case's locations."""
+    root = tmp_path_factory.mktemp("shared")
+    locations: dict[str, set[str]] = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STAFF_DATA_DIR", str(root))
+        rows, elements = _sis_rows(LEA), []
+        for index, case in enumerate(SHARED):
+            if case["source"] == "sis":
+                hostile = _hostile_rows(case, index)
+                first_line = len(rows) + 2  # header is line 1
+                locations[case["name"]] = {f"night2.csv:{first_line + n}" for n in range(len(hostile))}
+                rows += hostile
+            else:
+                hostile = _elements(case)
+                first = EMPLOYEES + len(elements)
+                locations[case["name"]] = {f":{first + n}" for n in range(len(hostile))}
+                elements += hostile
+        _drop(LEA, "night2.csv", _csv(rows))
+        standin.body = _eduv_body(elements)
+        outcome = _night_two(standin, night_one)
+    request = outcome.landed[SCHOOL].request_id
+    for case in SHARED:
+        if case["source"] == "eduv":
+            locations[case["name"]] = {request + suffix for suffix in locations[case["name"]]}
+    return outcome, locations
+
+
+@pytest.mark.parametrize("case", SHARED, ids=[c["name"] for c in SHARED])
+def test_hostile_rows_and_elements(
+    case: dict[str, Any], shared_night: tuple[Night, dict[str, set[str]]]
+) -> None:
+    outcome, locations = shared_night
+    mine = locations[case["name"]]
+    assert LEA not in outcome.gate, outcome.gate  # a few bad rows never hold the whole LEA
+    assert outcome.people_before <= outcome.people_after  # nobody accepted before is lost
+    if case["expect"] == "rows_rejected":
+        hits = {loc.split("/")[0] for rule, loc, _ in outcome.rejected if rule == case["rule"]}
+        assert len(mine) == case["rejected"] and mine <= hits, (mine, outcome.rejected)
+    else:
+        assert case["expect"] == "accepted"
+        assert not [r for r in outcome.rejected if r[1].split("/")[0] in mine]
+        assert case["value"] in outcome.names
+
+
+@pytest.mark.parametrize("case", ALONE, ids=[c["name"] for c in ALONE])
+def test_hostile_file_or_answer(case: dict[str, Any], standin: CorpusEduV, night_one: Path) -> None:
+    data = _input(case)
+    if case["source"] == "sis":
+        whole = _csv(_sis_rows(LEA)) + data.split(b"\n", 1)[1] if case["mode"] == "append" else data
+        _drop(LEA, "night2.csv", whole)
+    else:
+        kind = "text/html" if case.get("file", "").endswith(".html") else "application/json"
+        standin.body = _eduv_body(_elements(case)) if case["mode"] == "append" else (data, kind)
+    outcome = _night_two(standin, night_one)
+    expect, landed = case["expect"], outcome.landed[SCHOOL]
     if expect == "file_failed":
-        (outcome,) = [f for f in files if f.lea_id == LEA]
-        assert outcome.status == "failed" and case["message"] in outcome.message
-        assert outcome.message.startswith(f"SIS export {LEA}/night2.csv")
-        assert (paths().failed / LEA / "night2.csv").read_bytes() == data  # kept as received
-        assert _snapshot() == before
+        (failed,) = [f for f in outcome.files if f.lea_id == LEA]
+        assert failed.status == "failed" and case["message"] in failed.message
+        assert failed.message.startswith(f"SIS export {LEA}/night2.csv")
+        assert (paths().failed / LEA / "night2.csv").exists()  # kept as received
     elif expect == "request_failed":
-        assert not landed[SCHOOL].ok and case["message"] in landed[SCHOOL].problem
-        assert _snapshot() == before
+        assert not landed.ok and case["message"] in landed.problem
     elif expect == "school_carried":
-        assert landed[SCHOOL].ok and landed[SCHOOL].employee_count == 0
-        assert _snapshot() == before
+        assert landed.ok and landed.employee_count == 0
     elif expect == "lea_held":
-        assert case["message"] in gate.get(LEA, "")
-        assert _snapshot() == before
-    elif expect == "rows_rejected":
-        hits = [r for r in rejected if r[0] == case["rule"]]
-        assert len({r[1] for r in hits}) == case["rejected"], rejected
-        assert LEA not in gate, gate  # a few bad rows never hold the whole LEA
-        assert people_before <= _people()  # nobody accepted before is lost
-        big = [r for r in rejected if r[2] is not None and len(r[2]) > 10_000]
-        assert not big or case["rule"] == "too_long"
-    elif expect == "accepted":
-        with connect() as con:
-            values = {r[0] for r in con.execute(f"SELECT {case['column']} FROM staff").fetchall()}
-            assert {"staff", "staff_assignments"} <= {r[0] for r in con.execute("SHOW TABLES").fetchall()}
-        assert case["value"] in values
-        assert people_before <= _people()
+        assert case["message"] in outcome.gate.get(LEA, "")
     else:
         pytest.fail(f"unknown expectation {expect!r} in the manifest")
+    assert _snapshot() == outcome.before  # night 1's conformed rows of the LEA stand, untouched

@@ -66,6 +66,13 @@ def raw_employees(school_key: str, view: str = "raw_eduv_employees") -> list[dic
     return [json.loads(r[0]) for r in rows]
 
 
+def raw_path(school_key: str) -> str:
+    with warehouse.connect() as con:
+        return con.execute(
+            "SELECT response_path FROM raw_eduv_requests WHERE school_key = ?", [school_key]
+        ).fetchone()[0]
+
+
 def by_school(landed: list[extract.Landed]) -> dict[str, extract.Landed]:
     return {r.school_key: r for r in landed}
 
@@ -347,7 +354,11 @@ def test_asset_lands_and_reports_metadata(tmp_path: Path, monkeypatch, eduv_stan
     metadata = result.asset_materializations_for_node("raw_eduv_employees")[0].metadata
     assert metadata["schools_queried"].value == 2 and metadata["schools_failed"].value == 0
     assert metadata["rows_landed"].value == 3
-    assert "| 100001 | a-po | 200 | yes | 2 |" in metadata["schools"].value
+    schools = [line.split("|")[1:-1] for line in metadata["schools"].value.splitlines()[2:]]
+    assert [[cell.strip() for cell in row[:6]] for row in schools] == [
+        ["100001", "a-po", "200", "True", "2", str(Path(raw_path("a-po")).stat().st_size)],
+        ["100002", "b-po", "200", "True", "1", str(Path(raw_path("b-po")).stat().st_size)],
+    ]
     assert "Özlem" in metadata["preview"].value
     assert CLIENT_SECRET not in str(metadata)
 

@@ -181,6 +181,7 @@ UNREADABLE = {
     "undefined_byte": ("x.csv", f"{HEADER}\n".encode() + b"T1,,A\x81,,B,,,,LVE,TCH,,2024,,,\n", 2, "0x81"),
     "unterminated_quote": ("x.csv", f'{HEADER}\n{ROW_1}\nT2,,"Bo,,B,,,,,,,,,,\n{ROW_2}\n', 3, "unterminated"),
     "too_many_fields": ("x.csv", f"{HEADER}\n{ROW_1}\n{ROW_2},x\n", 3, "16 fields where the header has 15"),
+    "too_long": ("x.csv", f"{HEADER}\n{ROW_1}\nT2,,{'A' * 1_100_000},,,,,,,,,,,,\n", 3, "record too long"),
     "empty": ("x.csv", b"", 1, "no header: the file is empty"),
     "blank_first_line": ("x.csv", f"\n{HEADER}\n{ROW_1}\n", 1, "no header: line 1 is empty"),
     "data_instead_of_header": ("x.csv", f"{ROW_1}\n{ROW_2}\n", 1, "none of the fields on line 1"),

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import pandas as pd
+import pandera.pandas as pa
+import pytest
+
 from staff_pipeline import warehouse
 from staff_pipeline.loads.linkit_mart import build_mart
+from staff_pipeline.schemas.marts_linkit import mart_linkit_staff
 from tests.fixtures_linkit import assignment, contact, staff_row, table, write_conformed
 
 
 def _build(rule: str = "email_local_part", district: str = "lakeview") -> dict[str, int]:
     with warehouse.connect() as con:
         return build_mart(con, district, rule, "r1")
+
+
+def table_frame(sql: str) -> pd.DataFrame:
+    with warehouse.connect() as con:
+        return con.execute(sql).df()
 
 
 def _mart() -> dict[str, tuple]:
@@ -124,3 +134,20 @@ def test_rebuilding_one_district_leaves_the_others() -> None:
         ("lakeview", "L1"),
         ("riverside", "L2"),
     ]
+
+
+def test_the_built_mart_meets_its_schema_and_the_schema_catches_contract_breaks() -> None:
+    write_conformed(
+        [staff_row("p1", "L1"), staff_row("p2", "L2")],
+        [assignment("p1"), assignment("p2", linkit_role="DISTRICT ADMIN")],
+    )
+    _build()
+    frame = table_frame("SELECT * FROM mart_linkit_staff")
+    mart_linkit_staff.validate(frame, lazy=True)
+    broken = frame.copy()
+    broken.loc[0, "user_name"] = "User.P2"  # upper case, and the same name as p2's ignoring case
+    broken.loc[1, "role"] = "PRINCIPAL"
+    with pytest.raises(pa.errors.SchemaErrors) as caught:
+        mart_linkit_staff.validate(broken, lazy=True)
+    checks = " ".join(caught.value.failure_cases["check"].astype(str))
+    assert "str_matches" in checks and "isin" in checks and "case-insensitive" in checks

@@ -80,6 +80,13 @@ class EdFiClient:
         self.timeout = timeout
         self.policy = policy or RetryPolicy()
         self.session = make_session(pool_size)
+        # requests looks up proxy variables and ~/.netrc on every request while trust_env is on,
+        # which costs as much CPU as the request itself: resolve them once here instead.
+        self.session.proxies.update(requests.utils.get_environ_proxies(self.base_url))
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if bundle:
+            self.session.verify = bundle
+        self.session.trust_env = False
         self._token: str | None = None
         self._expires_at = 0.0
         self._token_lock = threading.Lock()

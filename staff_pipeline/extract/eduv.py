@@ -271,17 +271,12 @@ def _land_one(con: duckdb.DuckDBPyConnection, item: Fetched, run_id: str) -> Lan
     return landed
 
 
-def results_markdown(landed: Sequence[Landed]) -> str:
-    """Per-school (and LEA) outcome as a Markdown table for the run's metadata."""
-    lines = ["| LEA | school | HTTP | ok | employees | bytes | message |", "|---|---|---|---|---|---|---|"]
-    for r in sorted(landed, key=lambda r: (r.lea_id, r.school_key)):
-        message = (r.status_message or "").replace("|", "\\|")
-        lines.append(
-            f"| {r.lea_id} | {r.school_key} | {r.http_status if r.http_status is not None else '-'} "
-            f"| {'yes' if r.ok else 'NO'} | {r.employee_count if r.employee_count is not None else '-'} "
-            f"| {r.bytes} | {message} |"
-        )
-    return "\n".join(lines)
+def results_frame(landed: Sequence[Landed]) -> pd.DataFrame:
+    """Per-LEA and school outcome, for the run's metadata."""
+    columns = ["lea_id", "school_key", "http_status", "ok", "employee_count", "bytes", "status_message"]
+    frame = pd.DataFrame([{c: getattr(r, c) for c in columns} for r in landed], columns=columns)
+    frame = frame.astype({"http_status": "Int64", "employee_count": "Int64"}).fillna({"status_message": ""})
+    return frame.sort_values(["lea_id", "school_key"], ignore_index=True)
 
 
 def preview_sql(landed: Sequence[Landed]) -> str:

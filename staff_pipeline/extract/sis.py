@@ -33,6 +33,9 @@ from staff_pipeline.settings import Paths
 
 CHUNK = 16 << 20  # bytes per streaming read
 DELIMITERS = (",", ";", "\t", "|")
+# No staff record is near this long; one that is has lost a quote or a line end (and DuckDB's own
+# line limit, 2 MB by default, would refuse it anyway, with less to say).
+MAX_RECORD_BYTES = 1 << 20
 FILE_SUFFIXES = (".csv", ".txt")
 
 DDL = [
@@ -280,7 +283,9 @@ def scan_records(path: Path, delimiter: str) -> Layout:
                 starts = np.concatenate(([open_start], offset + ends[:-1] + 1))
                 before = np.where(ends > 0, a[np.maximum(ends - 1, 0)], last_byte)
                 length = offset + ends - starts - (before == ord("\r"))
-                lines.append(np.concatenate(([open_line], global_nl[:-1] + 2)))
+                starts_at = np.concatenate(([open_line], global_nl[:-1] + 2))
+                _check_length(length, starts_at)
+                lines.append(starts_at)
                 fields.append(per)
                 blank.append(length == 0)
                 open_start, open_line = offset + int(ends[-1]) + 1, int(global_nl[-1]) + 2
@@ -294,6 +299,7 @@ def scan_records(path: Path, delimiter: str) -> Layout:
     if parity:
         raise SisFileError("broken quoting: a quoted field is never closed (unterminated quote)", open_line)
     if offset - open_start - (last_byte == ord("\r")) > 0:  # last record without a final newline
+        _check_length(np.array([offset - open_start]), np.array([open_line]))
         lines.append(np.array([open_line]))
         fields.append(np.array([open_fields]))
         blank.append(np.array([False]))
@@ -301,6 +307,17 @@ def scan_records(path: Path, delimiter: str) -> Layout:
     keep = ~all_blank
     keep[0] = False  # the header
     return Layout(int(all_fields[0]), all_lines[keep].astype(np.int32), all_fields[keep])
+
+
+def _check_length(lengths: np.ndarray, lines: np.ndarray) -> None:
+    too_long = np.flatnonzero(lengths > MAX_RECORD_BYTES)
+    if len(too_long):
+        first = int(too_long[0])
+        raise SisFileError(
+            f"record too long: {int(lengths[first]):,} bytes where at most {MAX_RECORD_BYTES:,} are "
+            "accepted (a quote or line end may be missing)",
+            int(lines[first]),
+        )
 
 
 def check_layout(layout: Layout) -> None:

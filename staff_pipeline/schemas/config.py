@@ -8,13 +8,16 @@ from staff_pipeline.vocab import LINKIT_ROLES, ORG_ID_TYPES, SECTORS, staff_clas
 
 
 def _eduv_identity_rule(df):
-    """orgMasterId xor (orgId + orgIdType); filterByOrgId only with orgId (Edu-V request rules)."""
+    """orgMasterId or (orgId + orgIdType), never both; filterByOrgId only with orgId (Edu-V rules).
+
+    A school with neither is a SIS-only school: Edu-V is not queried for it.
+    """
     master = df["eduv_org_master_id"].notna()
     org = df["eduv_org_id"].notna() & df["eduv_org_id_type"].notna()
     partial = df["eduv_org_id"].notna() ^ df["eduv_org_id_type"].notna()
-    filter_with_master = master & df["eduv_filter_by_org_id"].eq(True)
+    filter_with_master = master & df["eduv_filter_by_org_id"].fillna(False).astype(bool)
     filter_unsupported = df["eduv_filter_by_org_id"].notna() & ~df["eduv_supports_filter"]
-    return (master ^ org) & ~partial & ~filter_with_master & ~filter_unsupported
+    return ~(master & org) & ~partial & ~filter_with_master & ~filter_unsupported
 
 
 organisations = pa.DataFrameSchema(
@@ -46,7 +49,7 @@ organisations = pa.DataFrameSchema(
         pa.Check(
             _eduv_identity_rule,
             element_wise=False,
-            error="Edu-V request rule: orgMasterId xor orgId+orgIdType; filterByOrgId only with "
+            error="Edu-V request rule: orgMasterId or orgId+orgIdType, never both; filterByOrgId only with "
             "orgId/orgIdType and only where the source supports it",
         )
     ],

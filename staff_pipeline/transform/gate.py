@@ -28,10 +28,14 @@ _PANDERA_RULES = {
 _ORDER = {"stg_sis_staff_assignments": "lea_id, file_name, line_number"}
 SOURCES = {name: ("sis" if "sis" in name else "eduv") for name in schemas.ROW_GATES}
 FAILURE_COLUMNS = ["index", "column_name", "rule", "value"]
+CHUNK_VECTORS = 64  # DuckDB vectors of 2,048 rows: about 131,000 candidate rows per pandas frame
 
 
-class TableContractError(ValueError):
-    """A failure that no single row explains (missing column, wrong type): the table is refused."""
+_NO_TABLE_FAILURES = pd.DataFrame(columns=["column", "check", "failure_case"])
+
+
+def _no_failures() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="int64" if c == "index" else object) for c in FAILURE_COLUMNS})
 
 
 def row_failures(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -41,9 +45,7 @@ def row_failures(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> tuple[pd.Da
     except pa.errors.SchemaErrors as err:
         cases = err.failure_cases
     else:
-        return pd.DataFrame(
-            {c: pd.Series(dtype="int64" if c == "index" else object) for c in FAILURE_COLUMNS}
-        ), pd.DataFrame(columns=["column", "check", "failure_case"])
+        return _no_failures(), _NO_TABLE_FAILURES
     table_level = cases[cases["index"].isna()][["column", "check", "failure_case"]]
     cases = cases[cases["index"].notna()].copy()
     check = cases["check"].astype(str)
@@ -74,17 +76,9 @@ class RowGateResult:
         return {str(k): int(v) for k, v in frame.groupby("rule").size().sort_values(ascending=False).items()}
 
 
-def _gate_table(con: duckdb.DuckDBPyConnection, table: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    order = _ORDER.get(table, "location")
-    frame = con.execute(f"SELECT * FROM {CANDIDATES[table]} ORDER BY {order}").df()
-    failures, table_level = row_failures(frame, schemas.ROW_GATES[table])
-    if table == "stg_sis_staff_assignments":
-        survivors = frame.drop(index=failures["index"].unique())
-        key_failures, key_table_level = row_failures(survivors, schemas.natural_key_rows)
-        failures = pd.concat([failures, key_failures], ignore_index=True)
-        table_level = pd.concat([table_level, key_table_level], ignore_index=True)
-    rows = frame.loc[failures["index"].to_numpy()]
-    rejected = pd.DataFrame(
+def _rejected(table: str, rows: pd.DataFrame, failures: pd.DataFrame) -> pd.DataFrame:
+    rows = rows.loc[failures["index"].to_numpy()]
+    return pd.DataFrame(
         {
             "table_name": table,
             "source": SOURCES[table],
@@ -96,7 +90,31 @@ def _gate_table(con: duckdb.DuckDBPyConnection, table: str) -> tuple[pd.DataFram
             "value": failures["value"].to_numpy(),
         }
     )
-    return rejected, table_level
+
+
+def _gate_table(con: duckdb.DuckDBPyConnection, table: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validate in chunks (memory stays flat at any size); the natural key over all survivors."""
+    result = con.execute(f"SELECT * FROM {CANDIDATES[table]} ORDER BY {_ORDER.get(table, 'location')}")
+    rejected = [_rejected(table, pd.DataFrame(columns=["record_key", "location", "lea_id"]), _no_failures())]
+    table_level, keys = [], []
+    offset = 0
+    while len(chunk := result.fetch_df_chunk(CHUNK_VECTORS)):
+        chunk.index = pd.RangeIndex(offset, offset + len(chunk))
+        offset += len(chunk)
+        failures, problems = row_failures(chunk, schemas.ROW_GATES[table])
+        rejected.append(_rejected(table, chunk, failures))
+        table_level.append(problems)
+        if "natural_key" in chunk:
+            keep = ~chunk.index.isin(failures["index"])
+            keys.append(chunk.loc[keep, ["natural_key", "record_key", "location", "lea_id"]])
+    if keys:
+        survivors = pd.concat(keys)
+        failures, problems = row_failures(survivors, schemas.natural_key_rows)
+        rejected.append(_rejected(table, survivors, failures))
+        table_level.append(problems)
+    return pd.concat(rejected, ignore_index=True), pd.concat(
+        [_NO_TABLE_FAILURES, *table_level], ignore_index=True
+    )
 
 
 def run_row_gate(con: duckdb.DuckDBPyConnection, run_id: str) -> RowGateResult:
@@ -145,15 +163,46 @@ def run_row_gate(con: duckdb.DuckDBPyConnection, run_id: str) -> RowGateResult:
     return RowGateResult(rejected=rejected, table_failures=table_failures)
 
 
-def validate_query(con: duckdb.DuckDBPyConnection, sql: str, schema: pa.DataFrameSchema) -> pd.DataFrame:
-    """Failure cases of a whole (``__next``) table against its schema; empty means it may be swapped in."""
-    frame = con.execute(sql).df()
+def _split_uniqueness(schema: pa.DataFrameSchema) -> tuple[pa.DataFrameSchema, list[pa.DataFrameSchema]]:
+    """The schema without its uniqueness rules (checked per chunk), and one small schema per unique key."""
+    unique_columns = [name for name, column in schema.columns.items() if column.unique]
+    keys = ([list(schema.unique)] if schema.unique else []) + [[name] for name in unique_columns]
+    body = schema.update_columns({name: {"unique": False} for name in unique_columns})
+    body.unique = None
+    return body, [
+        pa.DataFrameSchema({key[0]: pa.Column(nullable=True, unique=True)})  # nulls are not duplicates
+        if len(key) == 1
+        else pa.DataFrameSchema({c: pa.Column(nullable=True) for c in key}, unique=key)
+        for key in keys
+    ]
+
+
+def _cases(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> pd.DataFrame:
     try:
         schema.validate(frame, lazy=True)
     except pa.errors.SchemaErrors as err:
-        cases = err.failure_cases[["column", "check", "failure_case", "index"]]
-        return cases.astype(str).reset_index(drop=True)
+        return err.failure_cases[["column", "check", "failure_case", "index"]].astype(str)
     return pd.DataFrame(columns=["column", "check", "failure_case", "index"])
+
+
+def validate_query(con: duckdb.DuckDBPyConnection, sql: str, schema: pa.DataFrameSchema) -> pd.DataFrame:
+    """Failure cases of a whole (``__next``) table against its schema; empty means it may be swapped in.
+
+    Read in chunks so memory stays flat; only the key columns are held at once, for uniqueness.
+    """
+    body, key_schemas = _split_uniqueness(schema)
+    key_columns = list(dict.fromkeys(c for k in key_schemas for c in k.columns))
+    result = con.execute(sql)
+    cases, keys = [], []
+    offset = 0
+    while len(chunk := result.fetch_df_chunk(CHUNK_VECTORS)):
+        chunk.index = pd.RangeIndex(offset, offset + len(chunk))
+        offset += len(chunk)
+        cases.append(_cases(chunk, body))
+        keys.append(chunk[key_columns])
+    if keys:
+        cases += [_cases(pd.concat(keys)[list(k.columns)], k) for k in key_schemas]
+    return pd.concat([_cases(pd.DataFrame(), pa.DataFrameSchema()), *cases], ignore_index=True)
 
 
 def lea_gate(con: duckdb.DuckDBPyConnection, settings: GateSettings, run_id: str) -> pd.DataFrame:

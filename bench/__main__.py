@@ -1,0 +1,286 @@
+"""``make bench``: the end-to-end benchmark, its baselines and the incremental run; writes bench/README.md.
+
+    .venv/bin/python -m bench [--scale 10000 --scale 100000] [--loads-up-to 100000] [--no-readme]
+
+Per scale: generate N synthetic people, start the three stand-ins (the demo's provisioning), then run
+every stage in a subprocess of its own (``bench.stages``), timing it and reading its peak RSS from
+``wait4``: extract, gate + conform, each LEA's Ed-Fi load, each district's LinkIt load. Baselines in
+the same run: DuckDB alone reading the same raw files, and a plain ``requests`` loop posting the same
+Ed-Fi records one by one. Then 1% of the SIS rows change and the pipeline runs again (incremental).
+Loads above ``--loads-up-to`` people are skipped (the stand-ins serve a few hundred requests a second).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import itertools
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from staff_pipeline import demo
+from staff_pipeline.config import load_organisations
+from staff_pipeline.extract.sis_columns import map_headers
+from staff_pipeline.generator import generate
+from staff_pipeline.settings import REPO_ROOT, paths
+
+README = Path(__file__).with_name("README.md")
+MARK = "<!-- bench:latest -->"
+
+
+@dataclass
+class Stage:
+    """One measured subprocess."""
+
+    name: str
+    wall: float
+    rss_mb: float
+    counts: dict[str, Any] = field(default_factory=dict)
+    requests: int = 0
+
+
+def run_stage(name: str, *args: str) -> Stage:
+    """Run ``bench.stages <name> <args>`` and measure it; a failed stage stops the benchmark loudly."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        child = subprocess.Popen(
+            [sys.executable, "-m", "bench.stages", name, *args],
+            cwd=REPO_ROOT,
+            stdout=out,
+            stderr=err,
+            text=True,
+        )
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        if child.returncode:
+            raise SystemExit(f"bench stage {name} {' '.join(args)} failed:\n{err.read()[-3000:]}")
+        lines = out.read().strip().splitlines()
+    return Stage(f"{name} {' '.join(args)}".strip(), wall, usage.ru_maxrss / 1024, json.loads(lines[-1]))
+
+
+def _requests(standins: dict[str, Any]) -> int:
+    return sum(len(s.received) for s in standins.values())
+
+
+def _measured(standins: dict[str, Any], name: str, *args: str) -> Stage:
+    before = _requests(standins)
+    stage = run_stage(name, *args)
+    stage.requests = _requests(standins) - before
+    return stage
+
+
+def change_one_percent(generated_inbox: Path, inbox: Path) -> int:
+    """Copy each LEA's export with the email of every 100th row changed; returns rows changed.
+
+    The copy keeps the export's encoding and delimiter, so the extract reads it as it read the original.
+    """
+    changed = 0
+    for path in sorted(generated_inbox.glob("*/*.csv")):
+        raw = path.read_bytes()
+        encoding = "utf-8-sig" if raw.startswith(b"\xef\xbb\xbf") else "utf-8"
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError:
+            encoding, text = "cp1252", raw.decode("cp1252")
+        first = text.split("\n", 1)[0]
+        delimiter = max(",;\t|", key=first.count)
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+        email = map_headers(rows[0]).canonical["email"]
+        for row in rows[1::100]:
+            if len(row) > email and row[email]:
+                row[email] = f"changed.{row[email]}"
+                changed += 1
+        buffer = io.StringIO(newline="")
+        csv.writer(buffer, delimiter=delimiter, lineterminator="\r\n").writerows(rows)
+        target = inbox / path.parent.name / f"changed-{path.name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(buffer.getvalue().encode(encoding))
+    return changed
+
+
+def bench_scale(people: int, seed: int, with_loads: bool) -> dict[str, Any]:
+    """Everything measured at one scale."""
+    root = Path(tempfile.mkdtemp(prefix=f"bench-{people}-"))
+    os.environ["STAFF_DATA_DIR"] = str(root / "data")
+    os.environ["BENCH_RUN_ID"] = "full"
+    organisations = load_organisations()
+    leas = [str(x) for x in organisations["lea_id"].unique()]
+    districts = [str(x) for x in organisations["linkit_district"].unique()]
+    result: dict[str, Any] = {"people": people, "stages": [], "baselines": [], "incremental": []}
+    try:
+        started = time.perf_counter()
+        generated = generate(root / "generated", people, seed=seed)
+        result["generate_wall"] = time.perf_counter() - started
+        result["sis_rows"], result["eduv_employees"] = generated.sis_rows, generated.eduv_employees
+        shutil.copytree(generated.inbox_dir, paths().inbox, dirs_exist_ok=True)
+        with ExitStack() as stack:
+            standins = demo._start_standins(stack, generated.eduv_dir)
+            for standin in standins.values():
+                standin.record_bodies = False
+            stages = result["stages"]
+            result["startup"] = run_stage("startup")
+            stages.append(_measured(standins, "extract"))
+            stages.append(_measured(standins, "gate_conform"))
+            if with_loads:
+                demo._provision_wiseids(standins["edfi"])
+                stages += [_measured(standins, "edfi", lea) for lea in leas]
+                stages += [_measured(standins, "linkit", d) for d in districts]
+            result["baselines"].append(run_stage("duckdb_raw", str(generated.root)))
+            if with_loads:
+                result["baselines"] += [_measured(standins, "naive_edfi", lea) for lea in leas]
+                os.environ["BENCH_RUN_ID"] = "incremental"
+                result["changed_rows"] = change_one_percent(generated.inbox_dir, paths().inbox)
+                incremental = result["incremental"]
+                incremental.append(_measured(standins, "extract"))
+                incremental.append(_measured(standins, "gate_conform"))
+                incremental += [_measured(standins, "edfi", lea) for lea in leas]
+                incremental += [_measured(standins, "linkit", d) for d in districts]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return result
+
+
+# -- reporting ----------------------------------------------------------------------------------------
+def machine() -> str:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    load = os.getloadavg()[0]
+    return (
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} CPUs (nproc), {memory:.1f} GiB RAM, "
+        f"load average {load:.1f} at the end; Python {platform.python_version()}, "
+        f"DuckDB {duckdb.__version__}, "
+        f"{platform.system()} {platform.machine()}"
+    )
+
+
+def _group(stages: list[Stage], prefix: str) -> Stage:
+    """Several partitions' stages as one line: summed wall and requests, the largest peak RSS."""
+    picked = [s for s in stages if s.name.split()[0] == prefix]
+    return Stage(
+        f"{prefix} ({len(picked)} partitions)",
+        sum(s.wall for s in picked),
+        max((s.rss_mb for s in picked), default=0.0),
+        requests=sum(s.requests for s in picked),
+    )
+
+
+def _lines(result: dict[str, Any]) -> list[Stage]:
+    stages = result["stages"]
+    out = [s for s in stages if s.name in ("extract", "gate_conform")]
+    return out + [
+        g for g in (_group(stages, "edfi"), _group(stages, "linkit")) if g.name[-3:] != "(0 partitions)"
+    ]
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """The markdown tables: stages per scale with growth, baselines and ratios, incremental."""
+    lines = ["| people | stage | wall s | peak RSS MB | requests |", "|---:|---|---:|---:|---:|"]
+    for r in results:
+        for s in _lines(r):
+            lines.append(f"| {r['people']:,} | {s.name} | {s.wall:.1f} | {s.rss_mb:.0f} | {s.requests:,} |")
+        lines.append(
+            f"| {r['people']:,} | (interpreter + imports of one stage process) | "
+            f"{r['startup'].wall:.1f} | {r['startup'].rss_mb:.0f} | |"
+        )
+    if len(results) > 1:
+        lines += [
+            "",
+            "Growth (wall time ratio between consecutive scales; linear would equal the people ratio)",
+            "",
+            "| from → to | people × | stage | wall × | peak RSS × |",
+            "|---|---:|---|---:|---:|",
+        ]
+        for small, big in itertools.pairwise(results):
+            by_name = {s.name.split(" (")[0]: s for s in _lines(small)}
+            for s in _lines(big):
+                base = by_name.get(s.name.split(" (")[0])
+                if base and base.wall:
+                    scale = f"{small['people']:,} → {big['people']:,} | {big['people'] / small['people']:.0f}"
+                    growth = f"{s.wall / base.wall:.1f} | {s.rss_mb / max(base.rss_mb, 1):.1f}"
+                    lines.append(f"| {scale} | {s.name} | {growth} |")
+    lines += [
+        "",
+        "Baselines (same raw files, same stand-in, same run)",
+        "",
+        "| people | measure | wall s | peak RSS MB | ratio |",
+        "|---:|---|---:|---:|---|",
+    ]
+    for r in results:
+        extract = next(s for s in r["stages"] if s.name == "extract")
+        raw = next(b for b in r["baselines"] if b.name.startswith("duckdb_raw"))
+        lines.append(
+            f"| {r['people']:,} | DuckDB alone reading the raw files | {raw.wall:.1f} | {raw.rss_mb:.0f} | "
+            f"extract stage takes {extract.wall / raw.wall:.1f}× as long |"
+        )
+        naive = _group(r["baselines"], "naive_edfi")
+        pipeline = _group(r["stages"], "edfi")
+        if naive.wall and pipeline.wall:
+            lines.append(
+                f"| {r['people']:,} | plain requests loop, one POST per Ed-Fi record "
+                f"({naive.requests:,} requests) | {naive.wall:.1f} | {naive.rss_mb:.0f} | "
+                f"pipeline Ed-Fi load is {naive.wall / pipeline.wall:.1f}× as fast |"
+            )
+    incremental = [r for r in results if r["incremental"]]
+    if incremental:
+        lines += [
+            "",
+            "Incremental: 1% of SIS rows changed (email), whole pipeline again",
+            "",
+            "| people | rows changed | stage | wall s | requests | vs full load |",
+            "|---:|---:|---|---:|---:|---|",
+        ]
+        for r in incremental:
+            full = {s.name.split(" (")[0]: s for s in _lines(r)}
+            for s in _lines({"stages": r["incremental"]}):
+                base = full[s.name.split(" (")[0]]
+                share = s.requests / max(base.requests, 1)
+                ratio = f"{s.wall / base.wall:.0%} of the time, {share:.1%} of the requests"
+                lines.append(
+                    f"| {r['people']:,} | {r['changed_rows']:,} | {s.name} | {s.wall:.1f} | "
+                    f"{s.requests:,} | {ratio} |"
+                )
+    return "\n".join(lines)
+
+
+def write_readme(text: str) -> None:
+    """Replace everything after the marker in bench/README.md with the latest tables."""
+    head = README.read_text(encoding="utf-8").split(MARK)[0] if README.exists() else "# Benchmarks\n\n"
+    README.write_text(f"{head}{MARK}\n{text}\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--scale", type=int, action="append", help="people (repeat; default 10000 and 100000)"
+    )
+    parser.add_argument("--loads-up-to", type=int, default=100_000, help="skip the API loads above this size")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--no-readme", action="store_true", help="print only, leave bench/README.md alone")
+    args = parser.parse_args(argv)
+    results = []
+    for people in args.scale or [10_000, 100_000]:
+        print(f"bench: {people:,} people ...", flush=True)
+        results.append(bench_scale(people, args.seed, people <= args.loads_up_to))
+    text = f"Latest run: {machine()}\n\n{table(results)}"
+    print(text)
+    if not args.no_readme:
+        write_readme(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""One pipeline stage (or one baseline) in a process of its own, so its peak RSS is its own.
+
+    python -m bench.stages startup | extract | gate_conform | edfi <lea> | linkit <district>
+                           | duckdb_raw <generated dir> | naive_edfi <lea>
+
+Run by ``python -m bench`` with the stand-ins' URLs and keys in the environment (as the demo sets
+them) and ``STAFF_DATA_DIR`` pointing at the benchmark's warehouse. The stages call the same plain
+functions the Dagster assets call; the last line printed is a JSON object of counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import requests
+
+from staff_pipeline.clients.edfi import EdFiResource
+from staff_pipeline.clients.eduv import EduVResource
+from staff_pipeline.clients.linkit import LinkItResource
+from staff_pipeline.config import lea_ids, load_organisations, load_settings
+from staff_pipeline.extract import eduv, sis
+from staff_pipeline.loads import edfi, edfi_mart, linkit, linkit_mart
+from staff_pipeline.settings import paths
+from staff_pipeline.transform import steps
+from staff_pipeline.warehouse import connect
+
+RUN_ID = os.environ.get("BENCH_RUN_ID", "bench")
+
+
+def extract() -> dict[str, Any]:
+    """Pull every Edu-V school and land every SIS export waiting in the inbox."""
+    resource = EduVResource(
+        base_url=os.environ["STAFF_EDUV_URL"],
+        client_id=os.environ["EDUV_CLIENT_ID"],
+        client_secret=os.environ["EDUV_CLIENT_SECRET"],
+    )
+    with resource.client() as client:
+        queries = eduv.school_queries(load_organisations())
+        fetched = eduv.fetch_all(client, queries, run_id=RUN_ID, landing_dir=paths().landing)
+    with connect() as con:
+        landed = eduv.land(con, fetched, RUN_ID)
+        files = sis.land_inbox(con, paths(), RUN_ID, known_leas=lea_ids())
+    return {
+        "eduv_employees": sum(r.employee_count or 0 for r in landed),
+        "eduv_failed": sum(not r.ok for r in landed),
+        "sis_rows": files.rows,
+        "sis_failed": files.count("failed"),
+    }
+
+
+def gate_conform() -> dict[str, Any]:
+    """The pandera gate, staging, identity matching and the conformed model."""
+    settings = load_settings()
+    with connect() as con:
+        staged = steps.stage(con, RUN_ID, settings)
+        conformed = steps.conform(con, RUN_ID, settings)
+    return {"staged": staged.swapped, "conformed": conformed.swapped, **conformed.rows}
+
+
+def edfi_load(lea: str) -> dict[str, Any]:
+    """Build one LEA's Ed-Fi mart and send its difference (both resources, as the assets do)."""
+    settings = load_settings().edfi
+    client = EdFiResource(base_url=os.environ["STAFF_EDFI_URL"]).client_for(lea, settings.max_concurrency)
+    out: dict[str, Any] = {}
+    try:
+        with connect() as con:
+            edfi_mart.build_mart(con, int(lea))
+        for resource in edfi.RESOURCES:
+            report, _ = edfi.load_resource(
+                connect, client, int(lea), resource, run_id=RUN_ID,
+                max_concurrency=settings.max_concurrency, max_delete_share=1.0,
+            )  # fmt: skip
+            out[f"{resource}_sent"] = report.sent
+            out[f"{resource}_failed"] = report.failed_total
+    finally:
+        client.close()
+    return out
+
+
+def linkit_load(district: str) -> dict[str, Any]:
+    """Build one district's LinkIt mart and send its difference."""
+    settings = load_settings().linkit
+    resource = LinkItResource(base_url=os.environ["STAFF_LINKIT_URL"])
+    client = resource.client_for(district)
+    try:
+        with connect() as con:
+            linkit_mart.build_mart(con, district, settings.username_rule, RUN_ID)
+        report = linkit.load_district(
+            district, client, max_deactivate_share=1.0, run_id=RUN_ID, concurrency=resource.concurrency
+        )
+    finally:
+        client.close()
+    return {"write_requests": report.write_requests, **{k: int(v) for k, v in report.outcomes.items()}}
+
+
+def duckdb_raw(generated: str) -> dict[str, Any]:
+    """Baseline: DuckDB alone reading the same raw files (Edu-V JSON lines, SIS exports), nothing else."""
+    root = Path(generated)
+    con = duckdb.connect()
+    try:
+        employees = con.execute(
+            "SELECT count(*) FROM read_json(?, format = 'newline_delimited', records = false)",
+            [str(root / "eduv" / "*.jsonl")],
+        ).fetchone()[0]
+        rows = 0
+        for path in sorted((root / "inbox").glob("*/*.csv")):
+            rows += con.execute(
+                "SELECT count(*) FROM read_csv(?, all_varchar = true, strict_mode = false)", [str(path)]
+            ).fetchone()[0]
+    finally:
+        con.close()
+    return {"eduv_employees": employees, "sis_rows": rows}
+
+
+def naive_edfi(lea: str) -> dict[str, Any]:
+    """Baseline: a plain ``requests`` loop, one POST per record, no concurrency, no retries."""
+    base = os.environ["STAFF_EDFI_URL"]
+    credentials = (os.environ[f"EDFI_CLIENT_ID_{lea}"], os.environ[f"EDFI_CLIENT_SECRET_{lea}"])
+    with connect() as con:
+        bodies = con.execute(
+            f"SELECT '{edfi.RESOURCES[0]}', body FROM mart_edfi_assignments WHERE lea_id = ? UNION ALL "
+            f"SELECT '{edfi.RESOURCES[1]}', body FROM mart_edfi_contacts WHERE lea_id = ?",
+            [int(lea), int(lea)],
+        ).fetchall()
+    token = requests.post(
+        f"{base}/oauth/token", data={"grant_type": "client_credentials"}, auth=credentials, timeout=30
+    ).json()["access_token"]
+    ok = 0
+    with requests.Session() as session:
+        for resource, body in bodies:
+            answer = session.post(
+                f"{base}/data/v3/ed-fi/{resource}",
+                data=body,
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+                timeout=30,
+            )
+            ok += answer.status_code in (200, 201)
+    return {"requests": len(bodies), "ok": ok}
+
+
+def startup() -> dict[str, Any]:
+    """Nothing: the interpreter and imports every stage process pays before it starts."""
+    return {}
+
+
+STAGES = {
+    "startup": startup,
+    "extract": extract,
+    "gate_conform": gate_conform,
+    "edfi": edfi_load,
+    "linkit": linkit_load,
+    "duckdb_raw": duckdb_raw,
+    "naive_edfi": naive_edfi,
+}
+
+if __name__ == "__main__":
+    print(json.dumps(STAGES[sys.argv[1]](*sys.argv[2:]), default=str))
