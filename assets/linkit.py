@@ -94,8 +94,6 @@ def linkit_staff_accounts(
         )
     finally:
         client.close()
-    if report.held:
-        context.log.warning(f"LinkIt {district}: {report.held}")
     with warehouse.connect() as con:
         rejected = dict(
             con.execute(
@@ -125,4 +123,8 @@ def linkit_staff_accounts(
                 f"LinkIt {district}: all {outcomes['failed']} account(s) failed, e.g. {top}",
                 metadata=metadata,
             )
+    if report.held and not report.dry_run:
+        # The rest of the district's changes went through; the held deactivations need a person,
+        # so the run fails visibly (and the failure sensor alerts) instead of passing quietly.
+        raise Failure(f"LinkIt {district}: {report.held}", metadata=metadata)
     return MaterializeResult(metadata=metadata)

@@ -89,14 +89,9 @@ def staging(context: AssetExecutionContext, warehouse: WarehouseResource):
     with warehouse.connect() as con:
         result: StepResult = stage(con, context.run_id, load_settings())
         previews = {t: preview(con, f'SELECT * FROM "{t}"', 5) for t in STAGED} if result.swapped else {}
-    rejected = result.rejected if result.rejected is not None else pd.DataFrame()
     for table in STAGED:
-        mine = rejected[rejected["table_name"] == table] if len(rejected) else rejected
-        gate_meta = (
-            {"rows": result.rows[table], **rejected_metadata(mine)}
-            if len(mine)
-            else {"rows": result.rows[table], "rejected": 0}
-        )
+        mine = result.rejected[result.rejected["table_name"] == table]
+        gate_meta = {"rows": result.rows[table], **rejected_metadata(mine)}
         if result.swapped:
             yield MaterializeResult(
                 asset_key=table, metadata={**gate_meta, "preview": markdown_table(previews[table])}

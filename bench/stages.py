@@ -109,9 +109,13 @@ def duckdb_raw(generated: str) -> dict[str, Any]:
         ).fetchone()[0]
         rows = 0
         for path in sorted((root / "inbox").glob("*/*.csv")):
-            rows += con.execute(
-                "SELECT count(*) FROM read_csv(?, all_varchar = true, strict_mode = false)", [str(path)]
-            ).fetchone()[0]
+            for encoding in ("utf-8", "latin-1"):  # the exports are UTF-8 or Windows-1252
+                try:
+                    sql = "SELECT count(*) FROM read_csv(?, all_varchar = true, encoding = ?)"
+                    rows += con.execute(sql, [str(path), encoding]).fetchone()[0]
+                    break
+                except duckdb.InvalidInputException:
+                    continue
     finally:
         con.close()
     return {"eduv_employees": employees, "sis_rows": rows}

@@ -43,7 +43,9 @@ def _read_csv(path: Path, schema: pa.DataFrameSchema) -> pd.DataFrame:
         lowered = frame[column].str.lower()
         if lowered.dropna().isin(["true", "false"]).all() and lowered.notna().any():
             frame[column] = lowered.map({"true": True, "false": False})
-    for column in [c for c in schema.columns if schema.columns[c].dtype and str(schema.columns[c].dtype) == "bool"]:
+    for column in [
+        c for c in schema.columns if schema.columns[c].dtype and str(schema.columns[c].dtype) == "bool"
+    ]:
         if column in frame:
             frame[column] = frame[column].astype("boolean").fillna(False).astype(bool)
     try:

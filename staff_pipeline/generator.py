@@ -102,6 +102,8 @@ SIS_VARIANTS = (
 
 @dataclass(frozen=True)
 class GeneratedSet:
+    """Where the files went and how many of each; the bad counts let tests expect the rejections."""
+
     root: Path
     eduv_dir: Path
     inbox_dir: Path
@@ -269,7 +271,7 @@ def _person(i: int, j: int, d: dict[str, list], plan: _Plan, today: date) -> dic
     }  # fmt: skip
 
 
-def _employee(i: int, j: int, p: dict, d: dict[str, list], plan: _Plan, today: date, in_sis: bool) -> dict:
+def _employee(i: int, j: int, p: dict, d: dict[str, list], plan: _Plan, in_sis: bool) -> dict:
     """The full Edu-V Employee object (same object in every school file it appears in)."""
     lea = plan.lea_of[p["assignments"][0][1]]
     eck = f"https://ketenid.nl/201703/{int(d['eck'][j][0]):016x}{int(d['eck'][j][1]):016x}"
@@ -407,7 +409,7 @@ def generate(
                 p = _person(i, j, d, plan, today)
                 source = int(d["source"][j])
                 if source != 2:
-                    employee = _employee(i, j, p, d, plan, today, in_sis=source == 0)
+                    employee = _employee(i, j, p, d, plan, in_sis=source == 0)
                     line = json.dumps(employee, ensure_ascii=False, separators=(",", ":")) + "\n"
                     for school in dict.fromkeys(a[1] for a in p["assignments"]):
                         out.eduv[school].write(line)

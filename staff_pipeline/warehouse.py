@@ -93,7 +93,9 @@ def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
 
 
 def row_count(con: duckdb.DuckDBPyConnection, name: str) -> int:
-    return int(con.execute(f'SELECT count(*) FROM "{name}"').fetchall()[0][0]) if table_exists(con, name) else 0
+    return (
+        int(con.execute(f'SELECT count(*) FROM "{name}"').fetchall()[0][0]) if table_exists(con, name) else 0
+    )
 
 
 def preview(con: duckdb.DuckDBPyConnection, sql: str, limit: int = 10) -> pd.DataFrame:

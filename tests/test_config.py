@@ -45,7 +45,9 @@ def test_master_id_and_org_id_together_are_refused_naming_the_row(config_dir: Pa
 
 
 def test_filter_by_org_id_with_master_id_is_refused(config_dir: Path) -> None:
-    _edit_organisations(config_dir, "lakeview-elem", eduv_filter_by_org_id="true", eduv_supports_filter="true")
+    _edit_organisations(
+        config_dir, "lakeview-elem", eduv_filter_by_org_id="true", eduv_supports_filter="true"
+    )
     with pytest.raises(config.ConfigError, match="filterByOrgId"):
         config.load_organisations(config_dir)
 
@@ -66,7 +68,7 @@ def test_school_without_edu_v_ids_is_a_sis_only_school(config_dir: Path) -> None
 def test_crosswalk_refuses_unknown_ed_fi_classification(config_dir: Path) -> None:
     path = config_dir / "role_crosswalk.csv"
     path.write_text(path.read_text() + "sis,XYZ,,Chief Wizard,Wizard,TEACHER\n", encoding="utf-8")
-    with pytest.raises(config.ConfigError, match="staff_classification.*Chief Wizard"):
+    with pytest.raises(config.ConfigError, match=r"staff_classification.*Chief Wizard"):
         config.load_role_crosswalk(config_dir)
 
 

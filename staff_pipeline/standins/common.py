@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import secrets
@@ -218,10 +219,8 @@ def _make_handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
             if fault == "drop":
                 standin.record(request, 0)
                 self.close_connection = True
-                try:
+                with contextlib.suppress(OSError):
                     self.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 return
             if fault in ("429", "500"):
                 status = int(fault)
@@ -234,7 +233,9 @@ def _make_handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
                 try:
                     response = standin.handle(request)
                 except Exception as exc:  # a stand-in bug must show as a 500, not hang the client
-                    response = Response.json(500, {"status": 500, "title": "stand-in error", "detail": repr(exc)})
+                    response = Response.json(
+                        500, {"status": 500, "title": "stand-in error", "detail": repr(exc)}
+                    )
             standin.record(request, response.status)
             self._write(response)
 
