@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -68,6 +69,17 @@ INSERT INTO raw_sis_files
 SELECT DISTINCT file_sha256, lea_id, file_name, NULL, 0, 0, 'utf-8', ',', 'landed', NULL, 'bench', now()
 FROM raw_sis_staff
 """
+
+
+_COUNTED = (
+    "rejected_rows",
+    "stg_eduv_employees",
+    "stg_sis_staff_assignments",
+    "staff",
+    "staff_contacts",
+    "staff_assignments",
+    "staff_match_issues",
+)
 
 
 def build_raw(people: int) -> None:
@@ -125,25 +137,19 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["STAFF_DATA_DIR"] = str(work)
     steps = {"raw (setup, SQL)": lambda: build_raw(args.people), "gate + stage": _stage, "conform": _conform}
     rows = []
-    for name, step in steps.items():
-        wall, rss = timed(step)
-        rows.append((f"{name}: wall", f"{wall:,.1f} s"))
-        rows.append((f"{name}: peak RSS", f"{rss:,.0f} MB"))
-        if name != "raw (setup, SQL)":
-            rows.append((f"{name}: throughput", f"{args.people / wall:,.0f} people/s"))
-    with connect() as con:
-        for table in (
-            "rejected_rows",
-            "stg_eduv_employees",
-            "stg_sis_staff_assignments",
-            "staff",
-            "staff_contacts",
-            "staff_assignments",
-            "staff_match_issues",
-        ):
-            rows.append(
-                (f"rows {table}", f"{con.execute(f'SELECT count(*) FROM {table}').fetchall()[0][0]:,}")
-            )
+    try:
+        for name, step in steps.items():
+            wall, rss = timed(step)
+            rows.append((f"{name}: wall", f"{wall:,.1f} s"))
+            rows.append((f"{name}: peak RSS", f"{rss:,.0f} MB"))
+            if name != "raw (setup, SQL)":
+                rows.append((f"{name}: throughput", f"{args.people / wall:,.0f} people/s"))
+        with connect() as con:
+            for table in _COUNTED:
+                count = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+                rows.append((f"rows {table}", f"{count:,}"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     print_table(rows, f"bench.conform --people {args.people:,}")
 
 

@@ -61,7 +61,7 @@ def load_organisations(config_dir: Path | None = None) -> pd.DataFrame:
 
 
 def load_role_crosswalk(config_dir: Path | None = None) -> pd.DataFrame:
-    """Source role (Edu-V organisationRole or SIS position code) -> Ed-Fi classification, title, LinkIt role."""
+    """Source role (Edu-V organisationRole or SIS position code) -> Ed-Fi class, title, LinkIt role."""
     path = (config_dir or paths().config_dir) / "role_crosswalk.csv"
     return _read_csv(path, schemas.role_crosswalk)
 

@@ -66,7 +66,7 @@ def connect(
 
 
 def swap_in(con: duckdb.DuckDBPyConnection, new_table: str, table: str) -> None:
-    """Replace ``table`` by ``new_table`` in one transaction, so readers see the old or the new, never half."""
+    """Replace ``table`` by ``new_table`` in one transaction: readers see the old or the new, never half."""
     swap_in_all(con, {new_table: table})
 
 

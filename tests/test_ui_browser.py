@@ -159,14 +159,18 @@ def test_launch_a_run_and_see_the_asset_graph(dagster_dev: str, tmp_path: Path) 
         time.sleep(2)
     assert status == "SUCCESS"
 
-    # The global lineage shows the stage groups; each group's page draws its assets as nodes.
+    # Each stage group's page draws its assets as nodes (the global lineage shows groups collapsed).
     groups: dict[str, list[str]] = {}
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
         groups.setdefault(graph.get(key).group_name, []).append(key.to_user_string())
     assert {"extract", "staging", "conformed"} <= set(groups)
     screenshot = tmp_path / "asset-graph.png"
-    shot = _chromium(tmp_path / "profile-shot", f"--screenshot={screenshot}", f"{dagster_dev}/asset-groups")
+    shot = _chromium(
+        tmp_path / "profile-shot",
+        f"--screenshot={screenshot}",
+        f"{dagster_dev}/locations/{LOCATION}/asset-groups/conformed",
+    )
     pages = {
         group: _chromium(
             tmp_path / f"profile-{group}",
