@@ -26,8 +26,16 @@ $(VENV)/.installed: pyproject.toml requirements.lock | $(UV)
 lock: | $(UV)
 	$(UV) pip compile --quiet --python-version 3.11 --extra dev pyproject.toml -o requirements.lock
 
-demo: $(VENV)/.installed
-	mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
+# The instance in DAGSTER_HOME gets the repo's dagster.yaml and the pool limits (dagster.yaml can
+# only hold a default limit): one DuckDB writer at a time, a few API loads per target.
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml | $(VENV)/.installed
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+	$(VENV)/bin/dagster instance concurrency set duckdb_writer 1 >/dev/null
+	$(VENV)/bin/dagster instance concurrency set edfi_api 3 >/dev/null
+	$(VENV)/bin/dagster instance concurrency set linkit_api 2 >/dev/null
+
+demo: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m staff_pipeline.demo $(DEMO_ARGS)
 
 test: $(VENV)/.installed
@@ -44,8 +52,7 @@ lint: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m bench
 
-dev: $(VENV)/.installed
-	mkdir -p $(DAGSTER_HOME) && cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
+dev: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster dev -w workspace.yaml
 
 standins: $(VENV)/.installed

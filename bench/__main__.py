@@ -2,12 +2,13 @@
 
     .venv/bin/python -m bench [--scale 10000 --scale 100000] [--loads-up-to 100000] [--no-readme]
 
-Per scale: generate N synthetic people, start the three stand-ins (the demo's provisioning), then run
-every stage in a subprocess of its own (``bench.stages``), timing it and reading its peak RSS from
-``wait4``: extract, gate + conform, each LEA's Ed-Fi load, each district's LinkIt load. Baselines in
-the same run: DuckDB alone reading the same raw files, and a plain ``requests`` loop posting the same
-Ed-Fi records one by one. Then 1% of the SIS rows change and the pipeline runs again (incremental).
-Loads above ``--loads-up-to`` people are skipped (the stand-ins serve a few hundred requests a second).
+Per scale: generate N synthetic people, start the three stand-ins (``standins.local``, as the demo
+does), then run every stage in a subprocess of its own (``bench.stages``), timing it and reading its
+peak RSS from ``wait4``: extract, gate + conform, each LEA's Ed-Fi load, each district's LinkIt load.
+Baselines in the same run: DuckDB alone reading the same raw files, and a plain ``requests`` loop
+posting the same Ed-Fi records one by one. Then 1% of the SIS rows change and the pipeline runs
+again (incremental). Loads above ``--loads-up-to`` people are skipped (the stand-ins serve a few
+hundred requests a second, so a 100k load takes the better part of an hour).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,11 +32,11 @@ from typing import Any
 
 import duckdb
 
-from staff_pipeline import demo
 from staff_pipeline.config import load_organisations
 from staff_pipeline.extract.sis_columns import map_headers
 from staff_pipeline.generator import generate
 from staff_pipeline.settings import REPO_ROOT, paths
+from staff_pipeline.standins.local import local_apis
 
 README = Path(__file__).with_name("README.md")
 MARK = "<!-- bench:latest -->"
@@ -51,6 +51,11 @@ class Stage:
     rss_mb: float
     counts: dict[str, Any] = field(default_factory=dict)
     requests: int = 0
+
+    @property
+    def work(self) -> float:
+        """The time the stage itself took, measured inside its process (imports excluded)."""
+        return float(self.counts.get("work_seconds", 0.0))
 
 
 def run_stage(name: str, *args: str) -> Stage:
@@ -129,8 +134,9 @@ def bench_scale(people: int, seed: int, with_loads: bool) -> dict[str, Any]:
         result["generate_wall"] = time.perf_counter() - started
         result["sis_rows"], result["eduv_employees"] = generated.sis_rows, generated.eduv_employees
         shutil.copytree(generated.inbox_dir, paths().inbox, dirs_exist_ok=True)
-        with ExitStack() as stack:
-            standins = demo._start_standins(stack, generated.eduv_dir)
+        with local_apis(generated.eduv_dir) as apis:
+            os.environ.update(apis.env)
+            standins = {"eduv": apis.eduv, "edfi": apis.edfi, "linkit": apis.linkit}
             for standin in standins.values():
                 standin.record_bodies = False
             stages = result["stages"]
@@ -138,7 +144,7 @@ def bench_scale(people: int, seed: int, with_loads: bool) -> dict[str, Any]:
             stages.append(_measured(standins, "extract"))
             stages.append(_measured(standins, "gate_conform"))
             if with_loads:
-                demo._provision_wiseids(standins["edfi"])
+                apis.register_wiseids()
                 stages += [_measured(standins, "edfi", lea) for lea in leas]
                 stages += [_measured(standins, "linkit", d) for d in districts]
             result["baselines"].append(run_stage("duckdb_raw", str(generated.root)))
@@ -175,6 +181,7 @@ def _group(stages: list[Stage], prefix: str) -> Stage:
         f"{prefix} ({len(picked)} partitions)",
         sum(s.wall for s in picked),
         max((s.rss_mb for s in picked), default=0.0),
+        counts={"work_seconds": sum(s.work for s in picked)},
         requests=sum(s.requests for s in picked),
     )
 
@@ -183,57 +190,64 @@ def _lines(result: dict[str, Any]) -> list[Stage]:
     stages = result["stages"]
     out = [s for s in stages if s.name in ("extract", "gate_conform")]
     return out + [
-        g for g in (_group(stages, "edfi"), _group(stages, "linkit")) if g.name[-3:] != "(0 partitions)"
+        g for g in (_group(stages, "edfi"), _group(stages, "linkit")) if not g.name.endswith("(0 partitions)")
     ]
 
 
 def table(results: list[dict[str, Any]]) -> str:
     """The markdown tables: stages per scale with growth, baselines and ratios, incremental."""
-    lines = ["| people | stage | wall s | peak RSS MB | requests |", "|---:|---|---:|---:|---:|"]
+    lines = [
+        "| people | stage | process wall s | stage work s | peak RSS MB | requests |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
     for r in results:
         for s in _lines(r):
-            lines.append(f"| {r['people']:,} | {s.name} | {s.wall:.1f} | {s.rss_mb:.0f} | {s.requests:,} |")
+            lines.append(
+                f"| {r['people']:,} | {s.name} | {s.wall:.1f} | {s.work:.1f} | {s.rss_mb:.0f} | "
+                f"{s.requests:,} |"
+            )
         lines.append(
             f"| {r['people']:,} | (interpreter + imports of one stage process) | "
-            f"{r['startup'].wall:.1f} | {r['startup'].rss_mb:.0f} | |"
+            f"{r['startup'].wall:.1f} | | {r['startup'].rss_mb:.0f} | |"
         )
     if len(results) > 1:
         lines += [
             "",
-            "Growth (wall time ratio between consecutive scales; linear would equal the people ratio)",
+            "Growth (stage work time ratio between consecutive scales; linear would equal the people ratio)",
             "",
-            "| from → to | people × | stage | wall × | peak RSS × |",
+            "| from → to | people × | stage | work time × | peak RSS × |",
             "|---|---:|---|---:|---:|",
         ]
         for small, big in itertools.pairwise(results):
             by_name = {s.name.split(" (")[0]: s for s in _lines(small)}
             for s in _lines(big):
                 base = by_name.get(s.name.split(" (")[0])
-                if base and base.wall:
+                if base and base.work:
                     scale = f"{small['people']:,} → {big['people']:,} | {big['people'] / small['people']:.0f}"
-                    growth = f"{s.wall / base.wall:.1f} | {s.rss_mb / max(base.rss_mb, 1):.1f}"
+                    wall = s.work / base.work
+                    growth = f"{wall:.1f} | {s.rss_mb / max(base.rss_mb, 1):.1f}"
                     lines.append(f"| {scale} | {s.name} | {growth} |")
     lines += [
         "",
         "Baselines (same raw files, same stand-in, same run)",
         "",
-        "| people | measure | wall s | peak RSS MB | ratio |",
+        "| people | measure | work s | peak RSS MB | ratio (stage work times) |",
         "|---:|---|---:|---:|---|",
     ]
     for r in results:
         extract = next(s for s in r["stages"] if s.name == "extract")
         raw = next(b for b in r["baselines"] if b.name.startswith("duckdb_raw"))
         lines.append(
-            f"| {r['people']:,} | DuckDB alone reading the raw files | {raw.wall:.1f} | {raw.rss_mb:.0f} | "
-            f"extract stage takes {extract.wall / raw.wall:.1f}× as long |"
+            f"| {r['people']:,} | DuckDB alone reading the raw files | {raw.work:.1f} | {raw.rss_mb:.0f} | "
+            f"extract stage takes {extract.work / max(raw.work, 0.001):.1f}× as long |"
         )
         naive = _group(r["baselines"], "naive_edfi")
         pipeline = _group(r["stages"], "edfi")
-        if naive.wall and pipeline.wall:
+        if pipeline.work:
             lines.append(
                 f"| {r['people']:,} | plain requests loop, one POST per Ed-Fi record "
-                f"({naive.requests:,} requests) | {naive.wall:.1f} | {naive.rss_mb:.0f} | "
-                f"pipeline Ed-Fi load is {naive.wall / pipeline.wall:.1f}× as fast |"
+                f"({naive.requests:,} requests) | {naive.work:.1f} | {naive.rss_mb:.0f} | "
+                f"pipeline Ed-Fi load is {naive.work / pipeline.work:.1f}× as fast |"
             )
     incremental = [r for r in results if r["incremental"]]
     if incremental:
@@ -241,7 +255,7 @@ def table(results: list[dict[str, Any]]) -> str:
             "",
             "Incremental: 1% of SIS rows changed (email), whole pipeline again",
             "",
-            "| people | rows changed | stage | wall s | requests | vs full load |",
+            "| people | rows changed | stage | work s | requests | vs full load |",
             "|---:|---:|---|---:|---:|---|",
         ]
         for r in incremental:
@@ -249,12 +263,37 @@ def table(results: list[dict[str, Any]]) -> str:
             for s in _lines({"stages": r["incremental"]}):
                 base = full[s.name.split(" (")[0]]
                 share = s.requests / max(base.requests, 1)
-                ratio = f"{s.wall / base.wall:.0%} of the time, {share:.1%} of the requests"
+                time_share = s.work / max(base.work, 0.001)
+                ratio = f"{time_share:.0%} of the time, {share:.1%} of the requests"
                 lines.append(
-                    f"| {r['people']:,} | {r['changed_rows']:,} | {s.name} | {s.wall:.1f} | "
+                    f"| {r['people']:,} | {r['changed_rows']:,} | {s.name} | {s.work:.1f} | "
                     f"{s.requests:,} | {ratio} |"
                 )
     return "\n".join(lines)
+
+
+STAGE_BENCHES = ("generate", "extract_eduv", "extract_sis", "conform", "load_edfi", "load_linkit")
+
+
+def stage_benches(people: int) -> str:
+    """Run the stage owners' benchmarks (``bench/<stage>.py``) at ``people`` and keep what they print."""
+    parts = [f"Per-stage benchmarks (`python -m bench.<stage> --people {people}`), as they print them"]
+    for name in STAGE_BENCHES:
+        print(f"bench: bench.{name} --people {people:,} ...", flush=True)
+        started = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", f"bench.{name}", "--people", str(people)],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+        )
+        wall = time.perf_counter() - started
+        if done.returncode:
+            last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+            parts.append(f"### bench.{name}\n\nfailed after {wall:.0f} s: `{last[:300]}`")
+        else:
+            parts.append(f"### bench.{name} ({wall:.0f} s)\n{done.stdout.strip()}")
+    return "\n\n".join(parts)
 
 
 def write_readme(text: str) -> None:
@@ -270,6 +309,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--loads-up-to", type=int, default=100_000, help="skip the API loads above this size")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--stage-people", type=int, default=10_000, help="size for the per-stage benchmarks")
+    parser.add_argument("--no-stage-benches", action="store_true", help="skip the per-stage benchmarks")
     parser.add_argument("--no-readme", action="store_true", help="print only, leave bench/README.md alone")
     args = parser.parse_args(argv)
     results = []
@@ -277,6 +318,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"bench: {people:,} people ...", flush=True)
         results.append(bench_scale(people, args.seed, people <= args.loads_up_to))
     text = f"Latest run: {machine()}\n\n{table(results)}"
+    if not args.no_stage_benches:
+        text += "\n\n" + stage_benches(args.stage_people)
     print(text)
     if not args.no_readme:
         write_readme(text)

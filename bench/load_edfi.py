@@ -72,9 +72,15 @@ def _conformed(people: int) -> list[int]:
     return sorted({int(v) for v in schools["lea_id"]})
 
 
-def _run(url: str, leas: list[int], concurrency: int, label: str) -> tuple[str, int, float]:
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run(url: str, leas: list[int], concurrency: int, label: str) -> tuple[str, int, float, float]:
     client = EdFiClient(url, CLIENT, SECRET, pool_size=concurrency)
     sent = 0
+    cpu = _cpu(resource.RUSAGE_SELF)
     start = time.perf_counter()
     for lea in leas:
         with warehouse.connect() as con:
@@ -92,10 +98,10 @@ def _run(url: str, leas: list[int], concurrency: int, label: str) -> tuple[str, 
             sent += report.sent
             assert not report.failed, report.failed
     client.close()
-    return label, sent, time.perf_counter() - start
+    return label, sent, time.perf_counter() - start, _cpu(resource.RUSAGE_SELF) - cpu
 
 
-def _lightbeam(people: int, concurrency: int, lightbeam: Path) -> tuple[str, int, float]:
+def _lightbeam(people: int, concurrency: int, lightbeam: Path) -> tuple[str, int, float, float]:
     """The same bodies as JSONL files, sent by lightbeam to a fresh stand-in with the same pool size."""
     work = Path(tempfile.mkdtemp(prefix="bench-lightbeam-"))
     with warehouse.connect() as con:
@@ -116,15 +122,17 @@ def _lightbeam(people: int, concurrency: int, lightbeam: Path) -> tuple[str, int
         "log_level: WARNING\n",
         encoding="utf-8",
     )
+    cpu = _cpu(resource.RUSAGE_CHILDREN)  # the stand-in is a child too, but not reaped until after
     start = time.perf_counter()
     try:
         subprocess.run([str(lightbeam), "send", "-c", str(config)], check=True, timeout=3600)
     finally:
         wall = time.perf_counter() - start
+        cpu = _cpu(resource.RUSAGE_CHILDREN) - cpu
         stop.set()
         writes = queue.get(timeout=30)
         server.join(timeout=10)
-    return "lightbeam", writes, wall
+    return "lightbeam", writes, wall, cpu
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -155,13 +163,21 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"people={args.people} LEAs={len(leas)} concurrency={args.concurrency} warehouse={paths().warehouse}"
     )
-    print(f"{'run':<15}{'requests':>10}{'wall s':>10}{'req/s':>10}{'peak RSS MB':>13}")
-    for label, sent, wall in rows:
-        print(f"{label:<15}{sent:>10}{wall:>10.1f}{sent / wall if wall else 0:>10.0f}{rss_mb:>13.0f}")
+    # Client CPU (user + system, all threads; ours includes the DuckDB plan and fold) is the steadier
+    # figure on a loaded machine, where wall time swings with whatever else runs.
+    print(f"{'run':<15}{'requests':>10}{'wall s':>10}{'req/s':>10}{'client CPU s':>14}{'peak RSS MB':>13}")
+    for label, sent, wall, cpu in rows:
+        rate = sent / wall if wall else 0
+        print(f"{label:<15}{sent:>10}{wall:>10.1f}{rate:>10.0f}{cpu:>14.1f}{rss_mb:>13.0f}")
     print(f"write requests the stand-in received in all: {server_writes}")
     if len(rows) == 3:
         ours, theirs = rows[0][1] / rows[0][2], rows[2][1] / rows[2][2]
         print(f"throughput ours / lightbeam: {ours:.0f} / {theirs:.0f} req/s = {ours / theirs:.2f}x")
+        ours_ms, theirs_ms = (1000 * row[3] / row[1] if row[1] else 0.0 for row in (rows[0], rows[2]))
+        print(
+            f"client CPU per request ours / lightbeam: {ours_ms:.2f} / {theirs_ms:.2f} ms"
+            f" (lightbeam uses {theirs_ms / ours_ms if ours_ms else 0:.2f}x ours)"
+        )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -163,4 +164,6 @@ STAGES = {
 }
 
 if __name__ == "__main__":
-    print(json.dumps(STAGES[sys.argv[1]](*sys.argv[2:]), default=str))
+    started = time.perf_counter()
+    counts = STAGES[sys.argv[1]](*sys.argv[2:])
+    print(json.dumps({"work_seconds": time.perf_counter() - started, **counts}, default=str))

@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
 from pathlib import Path
 
-import pandas as pd
-
 from staff_pipeline.config import load_organisations
+from staff_pipeline.publish import publish
 from staff_pipeline.settings import REPO_ROOT, paths
+from staff_pipeline.standins.local import LocalApis, local_apis
 
 TABLES = (
     "raw_eduv_requests",
@@ -62,64 +60,6 @@ def _reset(root: Path) -> None:
     for lea_folder in p.inbox.glob("*"):
         if lea_folder.is_dir():
             shutil.rmtree(lea_folder)
-
-
-def _start_standins(stack: ExitStack, generated_eduv: Path) -> dict[str, object]:
-    """Start the three stand-ins with fresh credentials and point the pipeline at them (env vars)."""
-    from staff_pipeline.standins.edfi import EdFiStandIn
-    from staff_pipeline.standins.eduv import EduVStandIn
-    from staff_pipeline.standins.linkit import LinkItStandIn
-
-    organisations = load_organisations()
-    eduv = stack.enter_context(EduVStandIn())
-    eduv_secret = secrets.token_urlsafe(24)
-    eduv.add_client("demo-consumer", secret=eduv_secret)
-    eduv.load_generated(organisations, generated_eduv)
-
-    edfi = stack.enter_context(EdFiStandIn())
-    edfi.load_organisations()
-    env = {
-        "STAFF_EDUV_URL": eduv.url,
-        "EDUV_CLIENT_ID": "demo-consumer",
-        "EDUV_CLIENT_SECRET": eduv_secret,
-        "STAFF_EDFI_URL": edfi.url,
-        "EDFI_CLIENT_ID": "unused-default",
-        "EDFI_CLIENT_SECRET": secrets.token_urlsafe(8),
-    }
-    for lea in organisations["lea_id"].astype(str).unique():
-        secret = secrets.token_urlsafe(24)
-        edfi.add_client(f"lea-{lea}", secret, int(lea))
-        env[f"EDFI_CLIENT_ID_{lea}"], env[f"EDFI_CLIENT_SECRET_{lea}"] = f"lea-{lea}", secret
-
-    linkit = stack.enter_context(LinkItStandIn())
-    env["STAFF_LINKIT_URL"] = linkit.url
-    env["LINKIT_ACCESS_KEY"], env["LINKIT_PRIVATE_KEY"] = "unused-default", secrets.token_urlsafe(8)
-    for district, rows in organisations.groupby("linkit_district", sort=False):
-        access, private = secrets.token_hex(16), secrets.token_urlsafe(32)
-        schools = {
-            int(r.linkit_school_id): r.school_name for r in rows.itertuples() if pd.notna(r.linkit_school_id)
-        }
-        linkit.add_district(str(district), access, private, schools)
-        env[f"LINKIT_ACCESS_KEY_{str(district).upper()}"] = access
-        env[f"LINKIT_PRIVATE_KEY_{str(district).upper()}"] = private
-    os.environ.update(env)
-    return {"eduv": eduv, "edfi": edfi, "linkit": linkit}
-
-
-def _provision_wiseids(edfi: object) -> int:
-    """What the state's WISEid system holds: a staff record per WISEid the SIS exports carry."""
-    from staff_pipeline.warehouse import connect, table_exists
-
-    with connect() as con:
-        if not table_exists(con, "staff"):
-            return 0
-        rows = con.execute(
-            "SELECT DISTINCT a.lea_id, s.wiseid FROM staff s JOIN staff_assignments a USING (person_id) "
-            "WHERE s.wiseid IS NOT NULL"
-        ).fetchall()
-    for lea_id, wiseid in rows:
-        edfi.add_staff(int(lea_id), str(wiseid))
-    return len({w for _, w in rows})
 
 
 def _run(job_name: str, instance: object, partition: str | None = None) -> bool:
@@ -163,23 +103,14 @@ def _night(instance: object, number: int, before_loads: Callable[[], None] = lam
     return ok
 
 
-def _writes(standins: dict[str, object]) -> dict[str, int]:
-    return {
-        "Ed-Fi": sum(len(standins["edfi"].requests_to(m, "/data/")) for m in ("POST", "PUT", "DELETE")),
-        "LinkIt": sum(len(standins["linkit"].requests_to(m, "/staffs")) for m in ("POST", "PUT")),
-    }
-
-
-def _summary(
-    standins: dict[str, object], writes_first: dict[str, int], writes_second: dict[str, int]
-) -> None:
+def _summary(apis: LocalApis, writes_first: dict[str, int], writes_second: dict[str, int]) -> None:
     from staff_pipeline.warehouse import connect, row_count
 
     _say("\nWarehouse tables (rows)")
     with connect() as con:
         for table in TABLES:
             _say(f"  {table:<28} {row_count(con, table):>9,}")
-    edfi, linkit = standins["edfi"], standins["linkit"]
+    edfi, linkit = apis.edfi, apis.linkit
     assignments = len(edfi.records("staffEducationOrganizationAssignmentAssociations"))
     contacts = len(edfi.records("staffEducationOrganizationContactAssociations"))
     accounts = sum(len(linkit.users(d)) for d in load_organisations()["linkit_district"].unique())
@@ -217,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copy(instance_yaml, home / "dagster.yaml")
     _reset(root)
     _say(f"Generating {args.people:,} synthetic staff (seed {args.seed}) ...")
-    with tempfile.TemporaryDirectory(prefix="staff-demo-") as tmp, ExitStack() as stack:
+    with tempfile.TemporaryDirectory(prefix="staff-demo-") as tmp:
         generated = generate(Path(tmp), args.people, seed=args.seed)
         for lea_folder in generated.inbox_dir.iterdir():
             shutil.copytree(lea_folder, paths().inbox / lea_folder.name, dirs_exist_ok=True)
@@ -225,20 +156,23 @@ def main(argv: list[str] | None = None) -> int:
             f"  {generated.eduv_employees:,} Edu-V employees, {generated.sis_rows:,} SIS rows in "
             f"{len(list(paths().inbox.glob('*/*.csv')))} export files"
         )
-        standins = _start_standins(stack, generated.eduv_dir)
-        _say("Stand-ins: " + ", ".join(f"{name} {s.url}" for name, s in standins.items()))
-        instance = DagsterInstance.get()
+        with local_apis(generated.eduv_dir) as apis:
+            os.environ.update(apis.env)
+            _say(f"Stand-ins: Edu-V {apis.eduv.url}, Ed-Fi {apis.edfi.url}, LinkIt! {apis.linkit.url}")
+            instance = DagsterInstance.get()
 
-        def register_wiseids() -> None:
-            count = _provision_wiseids(standins["edfi"])
-            _say(f"  {count:,} WISEids registered in the Ed-Fi stand-in (the state's WISEid system)")
+            def register_wiseids() -> None:
+                count = apis.register_wiseids()
+                _say(f"  {count:,} WISEids registered in the Ed-Fi stand-in (the state's WISEid system)")
 
-        ok = _night(instance, 1, register_wiseids)
-        writes_first = _writes(standins)
-        ok &= _night(instance, 2)
-        writes_second = {k: v - writes_first[k] for k, v in _writes(standins).items()}
-        _summary(standins, writes_first, writes_second)
-        _say("\nStopping the stand-ins.")
+            ok = _night(instance, 1, register_wiseids)
+            writes_first = apis.write_requests()
+            ok &= _night(instance, 2)
+            writes_second = {k: v - writes_first[k] for k, v in apis.write_requests().items()}
+            _say("\nPublishing the analysts' copy ...")
+            publish()
+            _summary(apis, writes_first, writes_second)
+            _say("\nStopping the stand-ins.")
     _say("Demo finished: all runs succeeded." if ok else "Demo finished with failed runs (see above).")
     return 0 if ok else 1
 

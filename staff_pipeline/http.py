@@ -4,16 +4,21 @@ One place decides how we talk to remote systems: every request has a timeout, TL
 never turned off, retries are bounded with exponential backoff and jitter (honouring
 ``Retry-After``), and anything that might carry a secret (query strings, auth headers) is redacted
 before it reaches a log line or an exception.
+
+Two ways to send: a ``requests`` session (:func:`make_session`) for the occasional call, and
+:class:`KeepAliveTransport` (standard library sockets, a fraction of the CPU per request) for a
+client's hot path of many small requests to one host. Both go through :func:`send_with_retry`.
 """
 
 from __future__ import annotations
 
-import http.client
+import contextlib
 import json
 import logging
 import random
 import re
 import select
+import socket
 import ssl
 import time
 from collections import deque
@@ -89,15 +94,28 @@ class TransportError(ConnectionError):
     """A request of :class:`KeepAliveTransport` that got no complete answer (retryable, like a drop)."""
 
 
+class Headers(dict[str, str]):
+    """Response headers with case-insensitive :meth:`get` and ``[]`` (keys are stored lower-case)."""
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(key.lower(), default)
+
+    def __getitem__(self, key: str) -> str:
+        return super().__getitem__(key.lower())
+
+    def __contains__(self, key: object) -> bool:
+        return super().__contains__(key.lower() if isinstance(key, str) else key)
+
+
 class TransportResponse:
     """The part of ``requests.Response`` the clients use: status, headers, body, ``json()``."""
 
     __slots__ = ("content", "headers", "reason", "status_code")
 
-    def __init__(self, status: int, reason: str, headers: http.client.HTTPMessage, content: bytes) -> None:
+    def __init__(self, status: int, reason: str, headers: Headers, content: bytes) -> None:
         self.status_code = status
         self.reason = reason
-        self.headers = headers  # case-insensitive .get(), like requests' headers
+        self.headers = headers
         self.content = content
 
     @property
@@ -112,15 +130,37 @@ class TransportResponse:
         return json.loads(self.content)
 
 
+class _Connection:
+    """One socket (TLS-wrapped for https) with a buffered reader; ``last_used`` is monotonic time."""
+
+    __slots__ = ("last_used", "reader", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reader = sock.makefile("rb")
+        self.last_used = 0.0
+
+    def close(self) -> None:
+        for closable in (self.reader, self.sock):
+            with contextlib.suppress(OSError):
+                closable.close()
+
+
+_MAX_LINE = 65536
+_MAX_HEADERS = 100
+
+
 class KeepAliveTransport:
-    """Keep-alive connections to one origin with the standard library's ``http.client``.
+    """Keep-alive HTTP/1.1 connections to one origin, on the standard library's sockets and ``ssl``.
 
     Much less CPU per request than ``requests`` (which builds and merges settings, hooks, cookie
-    jars and adapters on every call), for clients that send many small requests to one host.
-    Thread-safe: each request takes a connection from a pool (or opens one) and gives it back
-    after reading the whole answer. Every connection has ``timeout``; https verifies certificates
-    and host names (``ssl.create_default_context``, or ``cafile``). It does not retry: wrap calls
-    in :func:`send_with_retry`; a request that gets no complete answer raises :class:`TransportError`
+    jars and adapters on every call) or ``http.client`` (which parses headers with the email
+    package and writes headers and body in separate system calls), for clients that send many
+    small requests to one host. Thread-safe: each request takes an idle connection from a pool (or
+    opens one) and gives it back after reading the whole answer (Content-Length, chunked, or up
+    to the close). Every socket operation has ``timeout``; https verifies certificates and host
+    names (``ssl.create_default_context``, or ``cafile``). It does not retry: wrap calls in
+    :func:`send_with_retry`; a request that gets no complete answer raises :class:`TransportError`
     (its message never includes the request's headers or query). It does not speak to proxies:
     callers use ``requests`` when one applies.
     """
@@ -131,27 +171,37 @@ class KeepAliveTransport:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"unsupported URL for KeepAliveTransport: {redact_url(base_url)}")
-        self.scheme = parts.scheme
+        if not timeout or timeout <= 0:
+            raise ValueError("KeepAliveTransport needs a positive timeout")
         self.host = parts.hostname
-        self.port = parts.port
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        default_port = self.port == (443 if parts.scheme == "https" else 80)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self._host_header = host if default_port else f"{host}:{self.port}"
         self.timeout = timeout
         self._context = ssl.create_default_context(cafile=cafile) if parts.scheme == "https" else None
-        self._idle: deque[tuple[http.client.HTTPConnection, float]] = deque()
+        self._idle: deque[_Connection] = deque()
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _open(self) -> _Connection:
+        sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._context is not None:
+                sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+        return _Connection(sock)
+
+    def _connection(self) -> _Connection:
         while True:
             try:
-                conn, last_used = self._idle.pop()
+                conn = self._idle.pop()
             except IndexError:
-                break
-            if time.monotonic() - last_used < self.IDLE_CHECK_SECONDS or not _dropped(conn):
+                return self._open()
+            if time.monotonic() - conn.last_used < self.IDLE_CHECK_SECONDS or not _dropped(conn.sock):
                 return conn
             conn.close()
-        if self._context is not None:
-            return http.client.HTTPSConnection(
-                self.host, self.port, timeout=self.timeout, context=self._context
-            )
-        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
 
     def request(
         self,
@@ -161,36 +211,103 @@ class KeepAliveTransport:
         headers: Mapping[str, str] | None = None,
     ) -> TransportResponse:
         """Send ``method target`` (a path with an optional query) and read the whole answer."""
-        conn = self._connection()
         if isinstance(body, str):
             body = body.encode("utf-8")
+        head = [f"{method} {target} HTTP/1.1", f"Host: {self._host_header}", "Accept-Encoding: identity"]
+        head += [f"{name}: {value}" for name, value in (headers or {}).items()]
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            head.append(f"Content-Length: {len(body or b'')}")
+        data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + (body or b"")
+        conn = None
         try:
-            conn.request(method, target, body=body, headers=dict(headers or {}))
-            answer = conn.getresponse()
-            content = answer.read()
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
+            conn = self._connection()
+            conn.sock.sendall(data)  # one write: no small-segment stall between headers and body
+            response, will_close = _read_response(conn.reader, method)
+        except (OSError, ValueError) as exc:  # socket, TLS and timeout errors; a malformed answer
+            if conn is not None:
+                conn.close()
             raise TransportError(f"{method} {target.split('?')[0]}: {type(exc).__name__}: {exc}") from None
-        response = TransportResponse(answer.status, answer.reason, answer.headers, content)
-        if answer.will_close:
+        if will_close:
             conn.close()
         else:
-            self._idle.append((conn, time.monotonic()))
+            conn.last_used = time.monotonic()
+            self._idle.append(conn)
         return response
 
     def close(self) -> None:
-        while self._idle:
+        while True:
             try:
-                self._idle.pop()[0].close()
+                self._idle.pop().close()
             except IndexError:
+                return
+
+
+def _readline(reader: Any) -> bytes:
+    line = reader.readline(_MAX_LINE + 1)
+    if len(line) > _MAX_LINE:
+        raise ValueError("header line too long")
+    if not line:
+        raise ConnectionResetError("server closed the connection without an answer")
+    return line
+
+
+def _read_response(reader: Any, method: str) -> tuple[TransportResponse, bool]:
+    """Read one answer (skipping 1xx); returns it and whether the connection must be closed."""
+    while True:
+        status_line = _readline(reader).decode("latin-1").rstrip("\r\n")
+        version, _, rest = status_line.partition(" ")
+        code, _, reason = rest.partition(" ")
+        if not version.startswith("HTTP/") or len(code) != 3 or not code.isdigit():
+            raise ValueError(f"malformed status line {status_line[:40]!r}")
+        status = int(code)
+        headers = Headers()
+        for _ in range(_MAX_HEADERS + 1):
+            line = _readline(reader)
+            if line in (b"\r\n", b"\n"):
                 break
+            name, sep, value = line.decode("latin-1").partition(":")
+            if not sep:
+                raise ValueError("malformed header line")
+            key = name.strip().lower()
+            value = value.strip()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        else:
+            raise ValueError("too many headers")
+        if status >= 200 or status == 101:
+            break
+    connection = headers.get("connection", "").lower()
+    will_close = "close" in connection or (version == "HTTP/1.0" and "keep-alive" not in connection)
+    if method == "HEAD" or status in (204, 304) or status < 200:
+        content = b""
+    elif "chunked" in headers.get("transfer-encoding", "").lower():
+        content = _read_chunked(reader)
+    elif "content-length" in headers:
+        length = int(headers["content-length"])
+        content = reader.read(length)
+        if len(content) != length:
+            raise ConnectionResetError(f"answer cut short ({len(content)} of {length} bytes)")
+    else:
+        content, will_close = reader.read(), True
+    return TransportResponse(status, reason, headers, content), will_close
 
 
-def _dropped(conn: http.client.HTTPConnection) -> bool:
+def _read_chunked(reader: Any) -> bytes:
+    parts = []
+    while True:
+        size = int(_readline(reader).split(b";", 1)[0].strip(), 16)
+        if size == 0:
+            while _readline(reader) not in (b"\r\n", b"\n"):  # trailers
+                pass
+            return b"".join(parts)
+        chunk = reader.read(size)
+        if len(chunk) != size:
+            raise ConnectionResetError("chunked answer cut short")
+        parts.append(chunk)
+        _readline(reader)  # the CRLF after each chunk
+
+
+def _dropped(sock: socket.socket) -> bool:
     """True when the server closed (or wrote to) an idle keep-alive connection."""
-    sock = conn.sock
-    if sock is None:
-        return False  # not connected: request() opens it
     try:
         return bool(select.select([sock], [], [], 0)[0])
     except (OSError, ValueError):

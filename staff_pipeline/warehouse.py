@@ -60,6 +60,12 @@ def connect(
             time.sleep(delay + random.uniform(0, delay))
             delay = min(delay * 2, 2.0)
     try:
+        if not read_only:
+            # Bounded memory for 1M-person runs on a small machine: DuckDB spills to disk past this.
+            limit = os.environ.get("STAFF_DUCKDB_MEMORY_LIMIT", "2GB")
+            if not limit.replace(".", "").rstrip("KMGTiB").isdigit():
+                raise ValueError(f"STAFF_DUCKDB_MEMORY_LIMIT must look like 2GB, got {limit!r}")
+            con.execute(f"SET memory_limit = '{limit}'")
         yield con
     finally:
         con.close()

@@ -25,7 +25,6 @@ from staff_pipeline.standins.linkit import LinkItStandIn
 from tests.fixtures_edfi import LEA_A, LEA_B, SCHOOL_A1, SCHOOL_A2, SCHOOL_B1, Conformed, load_lea
 from tests.fixtures_linkit import assignment, contact, staff_row, write_conformed
 
-EDFI_LEAS = (LEA_A, LEA_B)
 MART_TABLES = ("mart_edfi_assignments", "mart_edfi_contacts")  # in RESOURCES order
 # With ~25% of calls failing, 8 tries leave about 1 request in 65,000 failed for good.
 FAST = RetryPolicy(attempts=8, backoff_base=0.002, backoff_max=0.02)
@@ -70,16 +69,8 @@ def _strip(record: dict[str, Any]) -> str:
 
 
 def edfi_state(standin: EdFiStandIn) -> dict[str, list[str]]:
-    """What the API holds for the test LEAs, per resource (sorted canonical JSON, duplicates kept)."""
-    return {
-        resource: sorted(_strip(r) for r in standin.records(resource) if _lea_of(r) in EDFI_LEAS)
-        for resource in RESOURCES
-    }
-
-
-def _lea_of(record: dict[str, Any]) -> int:
-    edorg = record["educationOrganizationReference"]["educationOrganizationId"]
-    return LEA_B if str(edorg).startswith(str(LEA_B)) else LEA_A
+    """What the API holds, per resource (sorted canonical JSON, duplicates kept)."""
+    return {resource: sorted(_strip(r) for r in standin.records(resource)) for resource in RESOURCES}
 
 
 def edfi_desired() -> dict[str, list[str]]:
@@ -97,7 +88,7 @@ def edfi_desired() -> dict[str, list[str]]:
 def edfi_ledger_matches_server(standin: EdFiStandIn) -> dict[tuple[str, str], tuple[set, set]]:
     """Per resource: (ledger's (resource_id, body), server's (id, body)) where they differ."""
     ids = {
-        resource: {(str(r["id"]), _strip(r)) for r in standin.records(resource) if _lea_of(r) in EDFI_LEAS}
+        resource: {(str(r["id"]), _strip(r)) for r in standin.records(resource)}
         for resource in RESOURCES
     }
     with warehouse.connect() as con:

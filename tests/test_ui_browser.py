@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from staff_pipeline.settings import REPO_ROOT
-from staff_pipeline.warehouse import connect
+from staff_pipeline.generator import generate
+from staff_pipeline.settings import REPO_ROOT, paths
+from staff_pipeline.standins.local import LocalApis, local_apis
+from staff_pipeline.warehouse import connect, row_count
 
 pytestmark = pytest.mark.browser
 
@@ -49,8 +51,17 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def dagster_dev(tmp_path: Path) -> Iterator[str]:
-    """`dagster dev` (webserver + daemon) on a free loopback port with the repo's instance settings."""
+def apis(tmp_path: Path) -> Iterator[LocalApis]:
+    """A small generated roster: SIS exports in the inbox, Edu-V schools served by the stand-in."""
+    generated = generate(tmp_path / "generated", 60, seed=3, bad_share=0.0)
+    shutil.copytree(generated.inbox_dir, paths().inbox, dirs_exist_ok=True)
+    with local_apis(generated.eduv_dir) as started:
+        yield started
+
+
+@pytest.fixture
+def dagster_dev(tmp_path: Path, apis: LocalApis) -> Iterator[str]:
+    """`dagster dev` (webserver + daemon) on a free loopback port, its runs pointed at the stand-ins."""
     home = Path(os.environ["DAGSTER_HOME"])
     shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
     port = _free_port()
@@ -67,7 +78,7 @@ def dagster_dev(tmp_path: Path) -> Iterator[str]:
             str(port),
         ],
         cwd=REPO_ROOT,
-        env={**os.environ},
+        env={**os.environ, **apis.env, "STAFF_WAREHOUSE_WAIT": "300"},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -139,11 +150,9 @@ def test_launch_a_run_and_see_the_asset_graph(dagster_dev: str, tmp_path: Path) 
         pytest.skip("Chromium not found: apt-get install chromium (.ci/run installs it)")
     from staff_pipeline.definitions import defs
 
-    with connect() as con:  # what the published copy is made from
-        con.execute("CREATE TABLE staff AS SELECT 'p1' AS person_id, 'active' AS status")
     deadline = time.monotonic() + 240
     while True:  # the webserver answers before the code location has finished loading
-        launched = _graphql(dagster_dev, LAUNCH, {"job": "publish_analytics_job", "location": LOCATION})
+        launched = _graphql(dagster_dev, LAUNCH, {"job": "prepare_staff_job", "location": LOCATION})
         launched = launched["launchRun"]
         if launched["__typename"] != "PipelineNotFoundError" or time.monotonic() > deadline:
             break
@@ -158,6 +167,8 @@ def test_launch_a_run_and_see_the_asset_graph(dagster_dev: str, tmp_path: Path) 
             break
         time.sleep(2)
     assert status == "SUCCESS"
+    with connect() as con:  # the run really extracted, gated and conformed the roster
+        assert row_count(con, "raw_eduv_employees") > 0 and row_count(con, "staff") > 0
 
     # Each stage group's page draws its assets as nodes (the global lineage shows groups collapsed).
     groups: dict[str, list[str]] = {}

@@ -10,9 +10,9 @@ short plan and fold steps, so other LEAs' runs are not blocked while requests ar
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -244,42 +244,69 @@ def send_plan(
     max_concurrency: int,
     on_entry: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Send ``items`` (POSTs before DELETEs), journaling each answer in the thread that got it.
+    """Send ``items`` (all POSTs before any DELETE), journaling each answer in the thread that got it.
 
-    At most ``2 * max_concurrency`` requests are queued at once, so memory stays flat and an
-    interrupted run stops within a few requests.
+    ``max_concurrency`` threads take the next item from a shared iterator (no futures, no queue:
+    memory stays flat and the per-request overhead small). ``on_entry`` is called for each answer,
+    one call at a time. When anything raises (``on_entry`` included), every thread stops after its
+    request in flight and the first error is raised here, so an interrupted run stops within a few
+    requests; the journal holds every answer received.
     """
-
-    def work(item: PlanItem) -> dict[str, Any]:
-        entry = _send_one(client, item, run_id)
-        journal.append(entry)
-        return entry
-
     items = list(items)
     entries: list[dict[str, Any]] = []
     for phase in ([i for i in items if i.action != "delete"], [i for i in items if i.action == "delete"]):
-        pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="edfi")
-        try:
-            pending: set[Future[dict[str, Any]]] = set()
-            for item in phase:
-                if len(pending) >= 2 * max_concurrency:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    entries += _collect(done, on_entry)
-                pending.add(pool.submit(work, item))
-            entries += _collect(wait(pending).done, on_entry)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        if phase:
+            _send_phase(client, phase, journal, run_id, max_concurrency, entries, on_entry)
     return entries
 
 
-def _collect(
-    done: Iterable[Future[dict[str, Any]]], on_entry: Callable[[dict[str, Any]], None] | None
-) -> list[dict[str, Any]]:
-    out = [f.result() for f in done]
-    if on_entry:
-        for entry in out:
-            on_entry(entry)
-    return out
+def _send_phase(
+    client: EdFiClient,
+    phase: list[PlanItem],
+    journal: Journal,
+    run_id: str,
+    max_concurrency: int,
+    entries: list[dict[str, Any]],
+    on_entry: Callable[[dict[str, Any]], None] | None,
+) -> None:
+    source = iter(phase)
+    take = threading.Lock()
+    report = threading.Lock()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            while not stop.is_set():
+                with take:
+                    item = next(source, None)
+                if item is None:
+                    return
+                entry = _send_one(client, item, run_id)
+                journal.append(entry)
+                with report:
+                    entries.append(entry)
+                    if on_entry is not None:
+                        on_entry(entry)
+        except BaseException as exc:  # handed to the caller's thread below
+            errors.append(exc)
+            stop.set()
+
+    threads = [
+        threading.Thread(target=worker, name=f"edfi-{n}", daemon=True)
+        for n in range(max(1, min(max_concurrency, len(phase))))
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join()
+    finally:
+        stop.set()  # also on KeyboardInterrupt here: the threads finish their request and stop
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]
 
 
 def summarise(lea_id: int, resource: str, plan: Plan, entries: list[dict[str, Any]]) -> LoadReport:

@@ -323,7 +323,9 @@ def plan_district(con: duckdb.DuckDBPyConnection, district: str) -> tuple[pd.Dat
 
 
 def _rows(plan: pd.DataFrame) -> Iterator[dict[str, Any]]:
-    for row in plan.to_dict("records"):
+    for record in plan.to_dict("records"):
+        # pandas 3 holds a missing text value as NaN, which would go out as JSON NaN: send null.
+        row = {key: None if _is_na(value) else value for key, value in record.items()}
         for key in ("school_ids", "ledger_school_ids"):
             value = row.get(key)
             row[key] = [int(v) for v in value] if value is not None and not _is_na(value) else []

@@ -25,6 +25,24 @@ from staff_pipeline.warehouse import table_exists
 ID_STRENGTH = {"wiseid": 1, "local_code": 2}
 EDUV_ID_STRENGTH = 3
 MAX_ITERATIONS = 50
+_WORK_TABLES = (
+    "id_links",
+    "id_records",
+    "id_ambiguous",
+    "id_nodes",
+    "id_strong_edges",
+    "id_strong",
+    "id_strong_bad",
+    "id_groups",
+    "id_email_edges",
+    "id_email",
+    "id_email_members",
+    "id_email_bad",
+    "id_final",
+    "id_matched_by",
+    "id_person",
+    "_cc_next",
+)
 
 
 def _components(con: duckdb.DuckDBPyConnection, nodes: str, edges: str, out: str) -> None:
@@ -189,6 +207,8 @@ def match(con: duckdb.DuckDBPyConnection) -> None:
     )
     _matched_by(con)
     _assign_person_ids(con)
+    for table in _WORK_TABLES:  # several million rows at scale: free them for the model build
+        con.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 def _matched_by(con: duckdb.DuckDBPyConnection) -> None:

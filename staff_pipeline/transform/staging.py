@@ -223,6 +223,8 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
         FROM eduv_roles_raw rr LEFT JOIN resolved s USING (location)
         """
     )
+    # The parsed JSON is the bulk of the memory: free it before the gate reads candidates into pandas.
+    con.execute("DROP TABLE eduv_elements; DROP TABLE eduv_ids_raw; DROP TABLE eduv_roles_raw")
 
 
 def build_sis_candidates(con: duckdb.DuckDBPyConnection) -> None:
