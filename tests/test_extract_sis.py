@@ -321,8 +321,9 @@ def test_asset_refuses_an_unconfigured_lea() -> None:
         )
 
 
-def test_docs_list_exactly_the_columns_and_aliases_of_sis_columns() -> None:
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "sis-exports.md").read_text(encoding="utf-8")
+@pytest.mark.parametrize("page", ["docs/sis-exports.md", "README.md"])
+def test_docs_list_exactly_the_columns_and_aliases_of_sis_columns(page: str) -> None:
+    doc = (Path(__file__).resolve().parent.parent / page).read_text(encoding="utf-8")
     rows = {}
     for line in doc.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
