@@ -4,7 +4,8 @@
 
 Per scale: generate N synthetic people, start the three stand-ins (``standins.local``, as the demo
 does), then run every stage in a subprocess of its own (``bench.stages``), timing it and reading its
-peak RSS from ``wait4``: extract, gate + conform, each LEA's Ed-Fi load, each district's LinkIt load.
+peak RSS (``VmHWM``, reported by the process itself): extract, gate + conform, each LEA's Ed-Fi
+load, each district's LinkIt load.
 Baselines in the same run: DuckDB alone reading the same raw files, and a plain ``requests`` loop
 posting the same Ed-Fi records one by one. Then 1% of the SIS rows change and the pipeline runs
 again (incremental). Loads above ``--loads-up-to`` people are skipped (the stand-ins serve a few
@@ -69,14 +70,15 @@ def run_stage(name: str, *args: str) -> Stage:
             stderr=err,
             text=True,
         )
-        _, status, usage = os.wait4(child.pid, 0)
+        _, status = os.waitpid(child.pid, 0)
         wall = time.perf_counter() - started
         child.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0), err.seek(0)
         if child.returncode:
             raise SystemExit(f"bench stage {name} {' '.join(args)} failed:\n{err.read()[-3000:]}")
         lines = out.read().strip().splitlines()
-    return Stage(f"{name} {' '.join(args)}".strip(), wall, usage.ru_maxrss / 1024, json.loads(lines[-1]))
+    counts = json.loads(lines[-1])
+    return Stage(f"{name} {' '.join(args)}".strip(), wall, counts.pop("peak_rss_mb"), counts)
 
 
 def _requests(standins: dict[str, Any]) -> int:

@@ -163,7 +163,18 @@ STAGES = {
     "naive_edfi": naive_edfi,
 }
 
+def peak_rss_mb() -> float:
+    """This process's own peak RSS since exec (``VmHWM``).
+
+    ``ru_maxrss`` would also count the pages of the parent the process was forked from.
+    """
+    status = Path("/proc/self/status").read_text(encoding="ascii")
+    line = next(x for x in status.splitlines() if x.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
 if __name__ == "__main__":
     started = time.perf_counter()
     counts = STAGES[sys.argv[1]](*sys.argv[2:])
-    print(json.dumps({"work_seconds": time.perf_counter() - started, **counts}, default=str))
+    work = time.perf_counter() - started
+    print(json.dumps({"work_seconds": work, "peak_rss_mb": peak_rss_mb(), **counts}, default=str))

@@ -1,4 +1,4 @@
-"""The Dagster UI as a person uses it: `dagster dev`, a run launched through GraphQL, the asset graph
+"""The Dagster UI as a person uses it: the webserver, a run launched through GraphQL, the asset graph
 rendered in headless Chromium with every asset of the Definitions on the page.
 """
 
@@ -61,15 +61,21 @@ def apis(tmp_path: Path) -> Iterator[LocalApis]:
 
 @pytest.fixture
 def dagster_dev(tmp_path: Path, apis: LocalApis) -> Iterator[str]:
-    """`dagster dev` (webserver + daemon) on a free loopback port, its runs pointed at the stand-ins."""
+    """The Dagster webserver on a free loopback port, its runs pointed at the stand-ins.
+
+    The webserver alone (no daemon): the launched run starts at once, and the sensors, which are
+    on by default, do not start a night of follow-up runs on a 2-core CI machine mid-test.
+    """
     home = Path(os.environ["DAGSTER_HOME"])
-    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    (home / "dagster.yaml").write_text(
+        "telemetry:\n  enabled: false\n"
+        "run_coordinator:\n  module: dagster._core.run_coordinator\n  class: DefaultRunCoordinator\n"
+    )
     port = _free_port()
-    log = (tmp_path / "dagster_dev.log").open("w")
+    log = (tmp_path / "dagster_webserver.log").open("w")
     proc = subprocess.Popen(
         [
-            str(Path(sys.executable).parent / "dagster"),
-            "dev",
+            str(Path(sys.executable).parent / "dagster-webserver"),
             "-w",
             str(REPO_ROOT / "workspace.yaml"),
             "-h",
@@ -92,12 +98,12 @@ def dagster_dev(tmp_path: Path, apis: LocalApis) -> Iterator[str]:
                     break
             except requests.ConnectionError:
                 pass
-            assert proc.poll() is None, (tmp_path / "dagster_dev.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "dagster dev did not come up in 240 s"
+            assert proc.poll() is None, (tmp_path / "dagster_webserver.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the webserver did not come up in 240 s"
             time.sleep(1)
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the session this test started: dev, webserver, daemon
+        os.killpg(proc.pid, signal.SIGTERM)  # the session this test started: webserver and its runs
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
