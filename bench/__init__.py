@@ -8,10 +8,20 @@ from __future__ import annotations
 
 import resource
 import sys
+from pathlib import Path
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB, macOS in bytes)."""
+    """Peak resident memory of this process so far.
+
+    On Linux ``VmHWM`` (since exec): ``ru_maxrss`` there also counts the pages of the parent this
+    process was forked from, so a benchmark started by a big parent would report the parent's size.
+    Elsewhere ``ru_maxrss`` (macOS reports bytes).
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        line = next(x for x in status.read_text(encoding="ascii").splitlines() if x.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 

@@ -20,6 +20,7 @@ from typing import Any
 import duckdb
 import requests
 
+from bench import peak_rss_mb
 from staff_pipeline.clients.edfi import EdFiResource
 from staff_pipeline.clients.eduv import EduVResource
 from staff_pipeline.clients.linkit import LinkItResource
@@ -162,16 +163,6 @@ STAGES = {
     "duckdb_raw": duckdb_raw,
     "naive_edfi": naive_edfi,
 }
-
-def peak_rss_mb() -> float:
-    """This process's own peak RSS since exec (``VmHWM``).
-
-    ``ru_maxrss`` would also count the pages of the parent the process was forked from.
-    """
-    status = Path("/proc/self/status").read_text(encoding="ascii")
-    line = next(x for x in status.splitlines() if x.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024
-
 
 if __name__ == "__main__":
     started = time.perf_counter()
