@@ -8,8 +8,7 @@ peak RSS (``VmHWM``, reported by the process itself): extract, gate + conform, e
 load, each district's LinkIt load.
 Baselines in the same run: DuckDB alone reading the same raw files, and a plain ``requests`` loop
 posting the same Ed-Fi records one by one. Then 1% of the SIS rows change and the pipeline runs
-again (incremental). Loads above ``--loads-up-to`` people are skipped (the stand-ins serve a few
-hundred requests a second, so a 100k load takes the better part of an hour).
+again (incremental). Loads above ``--loads-up-to`` people are skipped (they dominate the run time).
 """
 
 from __future__ import annotations

@@ -144,10 +144,15 @@ def test_the_built_mart_meets_its_schema_and_the_schema_catches_contract_breaks(
     _build()
     frame = table_frame("SELECT * FROM mart_linkit_staff")
     mart_linkit_staff.validate(frame, lazy=True)
+    # pandera skips the frame-wide checks once a column's enum check has failed: one break at a time.
     broken = frame.copy()
     broken.loc[0, "user_name"] = "User.P2"  # upper case, and the same name as p2's ignoring case
-    broken.loc[1, "role"] = "PRINCIPAL"
     with pytest.raises(pa.errors.SchemaErrors) as caught:
         mart_linkit_staff.validate(broken, lazy=True)
     checks = " ".join(caught.value.failure_cases["check"].astype(str))
-    assert "str_matches" in checks and "isin" in checks and "case-insensitive" in checks
+    assert "str_matches" in checks and "case-insensitive" in checks
+    broken = frame.copy()
+    broken.loc[1, "role"] = "PRINCIPAL"
+    with pytest.raises(pa.errors.SchemaErrors) as caught:
+        mart_linkit_staff.validate(broken, lazy=True)
+    assert "isin" in " ".join(caught.value.failure_cases["check"].astype(str))
