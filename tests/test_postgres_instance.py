@@ -155,3 +155,70 @@ def test_lea_partitions_run_in_parallel_on_the_postgres_instance(
         assert sorted(con.execute("SELECT lea_id FROM lea_runs").fetchall()) == [
             (lea,) for lea in sorted(leas)
         ]
+
+
+# A fresh process per run, as a run worker is: it reads the stand-ins' URLs and keys from its env.
+RUN_JOB = """
+import sys
+from dagster import DagsterInstance
+from staff_pipeline.definitions import defs
+with DagsterInstance.get() as instance:
+    job = defs.resolve_job_def(sys.argv[1])
+    partition = sys.argv[2] if len(sys.argv) > 2 else None
+    result = job.execute_in_process(instance=instance, partition_key=partition, raise_on_error=False)
+    print(result.run_id)
+"""
+
+
+def _start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", RUN_JOB, *args],
+        cwd=REPO_ROOT,
+        env={**os.environ},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_the_real_ed_fi_load_runs_its_lea_partitions_in_parallel_on_postgres(
+    postgres: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline itself: prepare once, then one worker process per LEA runs ``edfi_load_job``."""
+    from staff_pipeline.generator import generate
+    from staff_pipeline.standins.local import local_apis
+
+    for name, value in postgres.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("STAFF_WAREHOUSE_WAIT", "300")
+    home = Path(os.environ["DAGSTER_HOME"])
+    shutil.copy(REPO_ROOT / "deploy" / "postgres" / "dagster.yaml", home / "dagster.yaml")
+    generated = generate(tmp_path / "generated", 120, seed=5, bad_share=0.0)
+    shutil.copytree(generated.inbox_dir, paths().inbox, dirs_exist_ok=True)
+    leas = lea_partitions.get_partition_keys()
+    with local_apis(generated.eduv_dir) as apis:
+        for name, value in apis.env.items():
+            monkeypatch.setenv(name, value)
+        prepare = _start("prepare_staff_job")
+        prepared = prepare.communicate(timeout=400)[0]
+        assert prepare.returncode == 0 and apis.register_wiseids() > 0, prepared
+        workers = [_start("edfi_load_job", lea) for lea in leas]
+        outputs = [worker.communicate(timeout=400)[0] for worker in workers]
+        run_ids = [output.strip().splitlines()[-1] if output.strip() else "" for output in outputs]
+        sent = {
+            record["educationOrganizationReference"]["educationOrganizationId"]
+            for record in apis.edfi.records("staffEducationOrganizationAssignmentAssociations")
+        }
+    everything = [prepared.strip().splitlines()[-1], *run_ids]
+    rows = _query(postgres, "SELECT run_id, status FROM runs WHERE run_id = ANY(%s)", (everything,))
+    assert sorted(status for _, status in rows) == ["SUCCESS"] * (1 + len(leas)), "\n".join(outputs)
+    tags = _query(
+        postgres,
+        "SELECT value FROM run_tags WHERE key = 'dagster/partition' AND run_id = ANY(%s) ORDER BY value",
+        (run_ids,),
+    )
+    assert [value for (value,) in tags] == sorted(leas)
+    with connect(paths().warehouse, read_only=True) as con:
+        sent_leas = con.execute("SELECT DISTINCT CAST(lea_id AS VARCHAR) FROM ledger_edfi").fetchall()
+    assert sorted(lea for (lea,) in sent_leas) == sorted(leas)  # every LEA's load reached the API
+    assert sent  # and the stand-in holds the associations
