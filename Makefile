@@ -39,6 +39,7 @@ demo: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m staff_pipeline.demo $(DEMO_ARGS)
 
 test: $(VENV)/.installed
+	mkdir -p $(DAGSTER_HOME)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/dagster definitions validate -m staff_pipeline.definitions
 	$(VENV)/bin/pytest -n 2 -q
