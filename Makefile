@@ -11,7 +11,7 @@ export UV_COMPILE_BYTECODE := 1
 export UV_LINK_MODE := copy
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: demo test test-slow lint bench dev standins clean lock
+.PHONY: demo test lint bench dev standins clean lock
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -43,9 +43,6 @@ test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/dagster definitions validate -m staff_pipeline.definitions
 	$(VENV)/bin/pytest -n 2 -q
-
-test-slow: $(VENV)/.installed
-	$(VENV)/bin/pytest -q -m slow
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
