@@ -5,6 +5,7 @@ from pydantic import Field
 
 from staff_pipeline.config import lea_ids
 from staff_pipeline.extract import sis
+from staff_pipeline.metadata import markdown_table
 from staff_pipeline.resources import WarehouseResource
 from staff_pipeline.settings import paths
 from staff_pipeline.warehouse import preview
@@ -43,7 +44,7 @@ def raw_sis_staff(
         "files_failed": result.count("failed"),
         "bytes": result.bytes,
         "files": MetadataValue.md(result.markdown()),
-        "preview": MetadataValue.md(sample.to_markdown(index=False) if len(sample) else "(no rows)"),
+        "preview": markdown_table(sample, "(no rows)"),
     }
     if result.failures:
         for outcome in result.failures:
