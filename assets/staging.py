@@ -51,15 +51,12 @@ def failure_metadata(cases: pd.DataFrame | None) -> dict:
     }
 
 
-def rejected_metadata(rejected: pd.DataFrame) -> dict:
+def rejected_metadata(counts: pd.DataFrame, sample: pd.DataFrame) -> dict:
     """Row-gate results for one table: rejected rows by rule and a sample naming location and value."""
-    counts = rejected.groupby(["column_name", "rule"]).size().rename("rows").reset_index()
     return {
-        "rejected": len(rejected),
+        "rejected": int(counts["rows"].sum()),
         "rejected_by_rule": markdown_table(counts),
-        "rejected_sample": markdown_table(
-            rejected[["location", "record_key", "column_name", "rule", "value"]].head(SAMPLE_ROWS)
-        ),
+        "rejected_sample": markdown_table(sample.head(SAMPLE_ROWS)),
     }
 
 
@@ -90,8 +87,7 @@ def staging(context: AssetExecutionContext, warehouse: WarehouseResource):
         result: StepResult = stage(con, context.run_id, load_settings())
         previews = {t: preview(con, f'SELECT * FROM "{t}"', 5) for t in STAGED} if result.swapped else {}
     for table in STAGED:
-        mine = result.rejected[result.rejected["table_name"] == table]
-        gate_meta = {"rows": result.rows[table], **rejected_metadata(mine)}
+        gate_meta = {"rows": result.rows[table], **rejected_metadata(*result.rejected.for_table(table))}
         if result.swapped:
             yield MaterializeResult(
                 asset_key=table, metadata={**gate_meta, "preview": markdown_table(previews[table])}

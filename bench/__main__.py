@@ -8,7 +8,12 @@ peak RSS (``VmHWM``, reported by the process itself): extract, gate + conform, e
 load, each district's LinkIt load.
 Baselines in the same run: DuckDB alone reading the same raw files, and a plain ``requests`` loop
 posting the same Ed-Fi records one by one. Then 1% of the SIS rows change and the pipeline runs
-again (incremental). Loads above ``--loads-up-to`` people are skipped (they dominate the run time).
+again (incremental). Loads above ``--loads-up-to`` people are skipped (they dominate the run time),
+and the plain loop above ``--baseline-up-to`` (at a million people it alone would take most of an
+hour, sending what the 100,000 run already compares).
+
+Each scale's figures are kept in ``bench/results/<people>.json``; the README table is drawn from
+every kept scale, so the 1M run can be redone alone without losing the smaller ones.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from staff_pipeline.settings import REPO_ROOT, paths
 from staff_pipeline.standins.local import local_apis
 
 README = Path(__file__).with_name("README.md")
+RESULTS = Path(__file__).with_name("results")
 MARK = "<!-- bench:latest -->"
 
 
@@ -120,7 +126,7 @@ def change_one_percent(generated_inbox: Path, inbox: Path) -> int:
     return changed
 
 
-def bench_scale(people: int, seed: int, with_loads: bool) -> dict[str, Any]:
+def bench_scale(people: int, seed: int, with_loads: bool, with_baseline: bool) -> dict[str, Any]:
     """Everything measured at one scale."""
     root = Path(tempfile.mkdtemp(prefix=f"bench-{people}-"))
     os.environ["STAFF_DATA_DIR"] = str(root / "data")
@@ -142,25 +148,46 @@ def bench_scale(people: int, seed: int, with_loads: bool) -> dict[str, Any]:
                 standin.record_bodies = False
             stages = result["stages"]
             result["startup"] = run_stage("startup")
-            stages.append(_measured(standins, "extract"))
-            stages.append(_measured(standins, "gate_conform"))
+            stages += [_measured(standins, name) for name in ("extract", "gate", "conform")]
             if with_loads:
                 apis.register_wiseids()
                 stages += [_measured(standins, "edfi", lea) for lea in leas]
                 stages += [_measured(standins, "linkit", d) for d in districts]
             result["baselines"].append(run_stage("duckdb_raw", str(generated.root)))
-            if with_loads:
+            if with_loads and with_baseline:
                 result["baselines"] += [_measured(standins, "naive_edfi", lea) for lea in leas]
+            if with_loads:
                 os.environ["BENCH_RUN_ID"] = "incremental"
                 result["changed_rows"] = change_one_percent(generated.inbox_dir, paths().inbox)
                 incremental = result["incremental"]
-                incremental.append(_measured(standins, "extract"))
-                incremental.append(_measured(standins, "gate_conform"))
+                incremental += [_measured(standins, name) for name in ("extract", "gate", "conform")]
                 incremental += [_measured(standins, "edfi", lea) for lea in leas]
                 incremental += [_measured(standins, "linkit", d) for d in districts]
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    result["machine"] = machine()
     return result
+
+
+def save(result: dict[str, Any]) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    kept = {
+        k: ([vars(s) for s in v] if k in _STAGE_LISTS else vars(v) if k == "startup" else v)
+        for k, v in result.items()
+    }
+    (RESULTS / f"{result['people']}.json").write_text(json.dumps(kept, indent=1), encoding="utf-8")
+
+
+def load_saved() -> list[dict[str, Any]]:
+    """Every kept scale, smallest first."""
+    results = []
+    for path in RESULTS.glob("*.json"):
+        kept = json.loads(path.read_text(encoding="utf-8"))
+        for key in _STAGE_LISTS:
+            kept[key] = [Stage(**s) for s in kept[key]]
+        kept["startup"] = Stage(**kept["startup"])
+        results.append(kept)
+    return sorted(results, key=lambda r: r["people"])
 
 
 # -- reporting ----------------------------------------------------------------------------------------
@@ -187,9 +214,12 @@ def _group(stages: list[Stage], prefix: str) -> Stage:
     )
 
 
+_STAGE_LISTS = ("stages", "baselines", "incremental")
+
+
 def _lines(result: dict[str, Any]) -> list[Stage]:
     stages = result["stages"]
-    out = [s for s in stages if s.name in ("extract", "gate_conform")]
+    out = [s for s in stages if s.name in ("extract", "gate", "conform")]
     return out + [
         g for g in (_group(stages, "edfi"), _group(stages, "linkit")) if not g.name.endswith("(0 partitions)")
     ]
@@ -197,7 +227,8 @@ def _lines(result: dict[str, Any]) -> list[Stage]:
 
 def table(results: list[dict[str, Any]]) -> str:
     """The markdown tables: stages per scale with growth, baselines and ratios, incremental."""
-    lines = [
+    lines = [f"- {r['people']:,} people: {r['machine']}" for r in results] + [
+        "",
         "| people | stage | process wall s | stage work s | peak RSS MB | requests |",
         "|---:|---|---:|---:|---:|---:|",
     ]
@@ -242,9 +273,15 @@ def table(results: list[dict[str, Any]]) -> str:
             f"| {r['people']:,} | DuckDB alone reading the raw files | {raw.work:.1f} | {raw.rss_mb:.0f} | "
             f"extract stage takes {extract.work / max(raw.work, 0.001):.1f}× as long |"
         )
+        gate, conform = (next(s for s in r["stages"] if s.name == n) for n in ("gate", "conform"))
+        lines.append(
+            f"| {r['people']:,} | the extract stage (the yardstick for the gate and the model) | "
+            f"{extract.work:.1f} | {extract.rss_mb:.0f} | gate + conform take "
+            f"{(gate.work + conform.work) / max(extract.work, 0.001):.2f}× the extract |"
+        )
         naive = _group(r["baselines"], "naive_edfi")
         pipeline = _group(r["stages"], "edfi")
-        if pipeline.work:
+        if pipeline.work and naive.work:
             lines.append(
                 f"| {r['people']:,} | plain requests loop, one POST per Ed-Fi record "
                 f"({naive.requests:,} requests) | {naive.work:.1f} | {naive.rss_mb:.0f} | "
@@ -309,6 +346,9 @@ def main(argv: list[str] | None = None) -> None:
         "--scale", type=int, action="append", help="people (repeat; default 10000 and 100000)"
     )
     parser.add_argument("--loads-up-to", type=int, default=100_000, help="skip the API loads above this size")
+    parser.add_argument(
+        "--baseline-up-to", type=int, default=100_000, help="skip the plain requests loop above this size"
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--stage-people", type=int, default=10_000, help="size for the per-stage benchmarks")
     parser.add_argument("--no-stage-benches", action="store_true", help="skip the per-stage benchmarks")
@@ -317,8 +357,13 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for people in args.scale or [10_000, 100_000]:
         print(f"bench: {people:,} people ...", flush=True)
-        results.append(bench_scale(people, args.seed, people <= args.loads_up_to))
-    text = f"Latest run: {machine()}\n\n{table(results)}"
+        result = bench_scale(people, args.seed, people <= args.loads_up_to, people <= args.baseline_up_to)
+        results.append(result)
+        if not args.no_readme:
+            save(result)
+    if not args.no_readme:
+        results = load_saved()
+    text = f"Latest runs, per scale:\n{table(results)}"
     if not args.no_stage_benches:
         text += "\n\n" + stage_benches(args.stage_people)
     print(text)

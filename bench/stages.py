@@ -1,6 +1,6 @@
 """One pipeline stage (or one baseline) in a process of its own, so its peak RSS is its own.
 
-    python -m bench.stages startup | extract | gate_conform | edfi <lea> | linkit <district>
+    python -m bench.stages startup | extract | gate | conform | edfi <lea> | linkit <district>
                            | duckdb_raw <generated dir> | naive_edfi <lea>
 
 Run by ``python -m bench`` with the stand-ins' URLs and keys in the environment (as the demo sets
@@ -55,13 +55,22 @@ def extract() -> dict[str, Any]:
     }
 
 
-def gate_conform() -> dict[str, Any]:
-    """The pandera gate, staging, identity matching and the conformed model."""
-    settings = load_settings()
+def gate() -> dict[str, Any]:
+    """The row gate (rejected rows) and the staged tables with their blocking schemas."""
     with connect() as con:
-        staged = steps.stage(con, RUN_ID, settings)
-        conformed = steps.conform(con, RUN_ID, settings)
-    return {"staged": staged.swapped, "conformed": conformed.swapped, **conformed.rows}
+        staged = steps.stage(con, RUN_ID, load_settings())
+    if not staged.swapped:
+        raise SystemExit(f"staging refused: {sorted(staged.failures)}")
+    return {"rejected": int(staged.rejected.counts["rows"].sum()), **staged.rows}
+
+
+def conform() -> dict[str, Any]:
+    """Identity matching, the conformed model, the per-LEA gate and the model's blocking schemas."""
+    with connect() as con:
+        conformed = steps.conform(con, RUN_ID, load_settings())
+    if not conformed.swapped:
+        raise SystemExit(f"conformed model refused: {sorted(conformed.failures)}")
+    return dict(conformed.rows)
 
 
 def edfi_load(lea: str) -> dict[str, Any]:
@@ -157,7 +166,8 @@ def startup() -> dict[str, Any]:
 STAGES = {
     "startup": startup,
     "extract": extract,
-    "gate_conform": gate_conform,
+    "gate": gate,
+    "conform": conform,
     "edfi": edfi_load,
     "linkit": linkit_load,
     "duckdb_raw": duckdb_raw,

@@ -28,11 +28,7 @@ def _person_known() -> pa.Check:
 staff = pa.DataFrameSchema(
     {
         "person_id": _text(required=True, unique=True),
-        "wiseid": _text(
-            pa.Check.str_matches(rules.STATE_ID_PATTERN, error="id_format"),
-            rules.max_len(STATE_ID),
-            unique=True,
-        ),
+        "wiseid": _text(rules.state_id(), rules.max_len(STATE_ID), unique=True),
         "local_code": _text(rules.max_len(CODE)),
         "first_name": _text(rules.max_len(NAME), required=True),
         "middle_name": _text(rules.max_len(NAME)),
@@ -47,7 +43,10 @@ staff = pa.DataFrameSchema(
     },
     checks=[
         rules.row_rule(
-            "required", "leaving_reason", lambda d: (d["status"] != "leaving") | d["leaving_reason"].notna()
+            "required",
+            "leaving_reason",
+            lambda d: (d["status"] != "leaving") | d["leaving_reason"].notna(),
+            "(status IS DISTINCT FROM 'leaving' OR leaving_reason IS NOT NULL)",
         )
     ],
     strict=True,
@@ -70,12 +69,14 @@ staff_contacts = pa.DataFrameSchema(
         rules.row_rule(
             "email_format",
             "value",
-            lambda d: (d["kind"] != "email") | d["value"].str.match(rules.EMAIL_PATTERN),
+            lambda d: (d["kind"] != "email") | rules.is_email(d["value"]),
+            f"(kind IS DISTINCT FROM 'email' OR {rules.email_sql('value')})",
         ),
         rules.row_rule(
             "phone_format",
             "value",
-            lambda d: (d["kind"] == "email") | d["value"].str.match(rules.PHONE_PATTERN),
+            lambda d: (d["kind"] == "email") | rules.is_phone(d["value"]),
+            f"(kind = 'email' OR {rules.phone_sql('value')})",
         ),
     ],
     unique=["person_id", "school_id", "kind", "value"],

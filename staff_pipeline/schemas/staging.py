@@ -47,9 +47,7 @@ def _eduv_person_columns() -> dict[str, pa.Column]:
 def _sis_person_columns() -> dict[str, pa.Column]:
     return {
         "local_staff_id": _text(rules.max_len(CODE), required=True),
-        "state_staff_id": _text(
-            pa.Check.str_matches(rules.STATE_ID_PATTERN, error="id_format"), rules.max_len(STATE_ID)
-        ),
+        "state_staff_id": _text(rules.state_id(), rules.max_len(STATE_ID)),
         "first_name": _text(rules.max_len(NAME), *rules.plain_text(), required=True),
         "middle_name": _text(rules.max_len(NAME), *rules.plain_text()),
         "last_name": _text(rules.max_len(NAME), *rules.plain_text(), required=True),
@@ -74,7 +72,7 @@ eduv_employee_rows = pa.DataFrameSchema(
         "date_last_modified": _text(required=True),
     },
     checks=[
-        rules.row_rule("required", "userIds", lambda d: d["record_key"].notna()),
+        rules.row_rule("required", "userIds", lambda d: d["record_key"].notna(), '"record_key" IS NOT NULL'),
         rules.parsed("date_created", "timestamp_format"),
         rules.parsed("date_last_modified", "timestamp_format"),
     ],
@@ -118,7 +116,12 @@ sis_staff_rows = pa.DataFrameSchema(
         rules.parsed("begin_date", "date_format"),
         rules.parsed("end_date", "date_format"),
         rules.parsed("fte", "number_format"),
-        rules.row_rule("range", "fte", lambda d: d["fte__v"].isna() | d["fte__v"].between(0, 1)),
+        rules.row_rule(
+            "range",
+            "fte",
+            lambda d: d["fte__v"].isna() | d["fte__v"].between(0, 1),
+            '("fte__v" IS NULL OR "fte__v" BETWEEN 0 AND 1)',
+        ),
         rules.ends_after_begins("begin_date__v", "end_date__v"),
     ],
     name="sis_staff_rows",

@@ -71,7 +71,11 @@ def build_assignments(con: duckdb.DuckDBPyConnection, today: date) -> None:
 
 
 def build_contacts(con: duckdb.DuckDBPyConnection) -> None:
-    """Every email and phone per person, per school of that person (and so per LEA)."""
+    """Every email and phone per person, per school of that person (and so per LEA).
+
+    Each source row is read once and unnested into its contact values; the sources a value came
+    from are flags, not a string aggregate, so a million people stay a handful of hash aggregates.
+    """
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE staff_contacts__cand AS
@@ -79,29 +83,24 @@ def build_contacts(con: duckdb.DuckDBPyConnection) -> None:
             SELECT record_key, school_key FROM stg_eduv_employees
             UNION SELECT record_key, school_key FROM stg_eduv_employee_roles
         ),
-        eb AS (
-            SELECT m.person_id, o.lea_id, o.school_id, e.email, e.phone, e.mobile
+        raw AS (
+            SELECT m.person_id, o.lea_id, o.school_id, unnest(['email', 'phone', 'mobile']) AS kind,
+                   unnest([e.email, e.phone, e.mobile]) AS value, true AS eduv, false AS sis,
+                   {_PREF["eduv"]} AS pref
             FROM stg_eduv_employees e JOIN person_map m USING (record_key)
             JOIN eduv_schools s USING (record_key) JOIN cfg_organisations o ON o.school_key = s.school_key
-        ),
-        sb AS (
-            SELECT m.person_id, s.lea_id, o.school_id, s.email, s.alt_email, s.phone
+            UNION ALL
+            SELECT m.person_id, s.lea_id, o.school_id, unnest(['email', 'email', 'phone']),
+                   unnest([s.email, s.alt_email, s.phone]), false, true,
+                   unnest([{_PREF["sis"]}, {_PREF["sis_alt"]}, {_PREF["sis"]}])
             FROM stg_sis_staff_assignments s JOIN person_map m USING (record_key)
             JOIN cfg_organisations o USING (school_key)
         ),
-        raw AS (
-            SELECT person_id, lea_id, school_id, 'email' AS kind, email AS value, 'eduv' AS source,
-                   {_PREF["eduv"]} AS pref FROM eb
-            UNION ALL SELECT person_id, lea_id, school_id, 'phone', phone, 'eduv', {_PREF["eduv"]} FROM eb
-            UNION ALL SELECT person_id, lea_id, school_id, 'mobile', mobile, 'eduv', {_PREF["eduv"]} FROM eb
-            UNION ALL SELECT person_id, lea_id, school_id, 'email', email, 'sis', {_PREF["sis"]} FROM sb
-            UNION ALL
-            SELECT person_id, lea_id, school_id, 'email', alt_email, 'sis', {_PREF["sis_alt"]} FROM sb
-            UNION ALL SELECT person_id, lea_id, school_id, 'phone', phone, 'sis', {_PREF["sis"]} FROM sb
-        ),
         merged AS (
             SELECT person_id, lea_id, school_id, kind, value,
-                   string_agg(DISTINCT source, ',' ORDER BY source) AS source, min(pref) AS pref
+                   CASE WHEN bool_or(eduv) AND bool_or(sis) THEN 'eduv,sis'
+                        WHEN bool_or(eduv) THEN 'eduv' ELSE 'sis' END AS source,
+                   min(pref) AS pref
             FROM raw WHERE value IS NOT NULL GROUP BY ALL
         ),
         primaries AS (
@@ -116,25 +115,27 @@ def build_contacts(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def build_staff(con: duckdb.DuckDBPyConnection, today: date) -> None:
-    """One row per person; ``leaving`` for ``tobedeleted`` or when every assignment has ended."""
+    """One row per person; ``leaving`` for ``tobedeleted`` or when every assignment has ended.
+
+    A person's names come from one record per source (the first Edu-V record key, the first SIS row
+    in export order), picked once as a struct rather than column by column.
+    """
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE staff__cand AS
         WITH e AS (
-            SELECT m.person_id, arg_min(e.given_name, e.record_key) AS first_name,
-                   arg_min(e.family_name_prefix, e.record_key) AS family_name_prefix,
-                   arg_min(e.family_name, e.record_key) AS last_name,
-                   arg_min(e.preferred_first_name, e.record_key) AS preferred_first_name,
-                   arg_min(e.email, e.record_key) AS email, arg_min(e.local_code, e.record_key) AS local_code,
+            SELECT m.person_id,
+                   arg_min({'first_name': e.given_name, 'family_name_prefix': e.family_name_prefix,
+                            'last_name': e.family_name, 'preferred_first_name': e.preferred_first_name,
+                            'email': e.email, 'local_code': e.local_code}, e.record_key) AS r,
                    bool_or(e.status = 'tobedeleted') AS tobedeleted
             FROM stg_eduv_employees e JOIN person_map m USING (record_key) GROUP BY m.person_id
         ),
         s AS (
             SELECT m.person_id, min(s.state_staff_id) AS wiseid,
-                   arg_min(s.local_staff_id, (s.lea_id, s.file_name, s.line_number)) AS local_code,
-                   arg_min(s.first_name, (s.lea_id, s.file_name, s.line_number)) AS first_name,
-                   arg_min(s.middle_name, (s.lea_id, s.file_name, s.line_number)) AS middle_name,
-                   arg_min(s.last_name, (s.lea_id, s.file_name, s.line_number)) AS last_name,
+                   arg_min({'local_code': s.local_staff_id, 'first_name': s.first_name,
+                            'middle_name': s.middle_name, 'last_name': s.last_name},
+                           (s.lea_id, s.file_name, s.line_number)) AS r,
                    arg_min(coalesce(s.email, s.alt_email),
                            (s.email IS NULL, s.lea_id, s.file_name, s.line_number))
                        AS email
@@ -142,17 +143,18 @@ def build_staff(con: duckdb.DuckDBPyConnection, today: date) -> None:
         ),
         p AS (
             SELECT person_id, any_value(matched_by) AS matched_by,
-                   string_agg(DISTINCT source, ',' ORDER BY source) AS sources
+                   CASE WHEN bool_or(source = 'eduv') AND bool_or(source = 'sis') THEN 'eduv,sis'
+                        WHEN bool_or(source = 'eduv') THEN 'eduv' ELSE 'sis' END AS sources
             FROM person_map GROUP BY person_id
         ),
         a AS (
             SELECT person_id, bool_or(end_date IS NULL OR end_date > $today) AS has_current
             FROM staff_assignments__cand GROUP BY person_id
         )
-        SELECT p.person_id, s.wiseid, coalesce(e.local_code, s.local_code) AS local_code,
-               coalesce(e.first_name, s.first_name) AS first_name, s.middle_name, e.family_name_prefix,
-               coalesce(e.last_name, s.last_name) AS last_name, e.preferred_first_name,
-               coalesce(e.email, s.email) AS primary_email,
+        SELECT p.person_id, s.wiseid, coalesce(e.r.local_code, s.r.local_code) AS local_code,
+               coalesce(e.r.first_name, s.r.first_name) AS first_name, s.r.middle_name,
+               e.r.family_name_prefix, coalesce(e.r.last_name, s.r.last_name) AS last_name,
+               e.r.preferred_first_name, coalesce(e.r.email, s.email) AS primary_email,
                CASE WHEN e.tobedeleted OR NOT a.has_current THEN 'leaving' ELSE 'active' END AS status,
                CASE WHEN e.tobedeleted THEN 'tobedeleted' WHEN NOT a.has_current THEN 'all_roles_ended' END
                    AS leaving_reason,

@@ -13,108 +13,43 @@ from dataclasses import dataclass
 
 import duckdb
 import pandas as pd
-import pandera.pandas as pa
 
 from staff_pipeline.config import GateSettings
+from staff_pipeline.schemas import sql as schema_sql
 from staff_pipeline.schemas import staging as schemas
 from staff_pipeline.transform.staging import CANDIDATES
 from staff_pipeline.warehouse import table_exists
 
-_PANDERA_RULES = {
-    "not_nullable": "required",
-    "field_uniqueness": "duplicate_key",
-    "multiple_fields_uniqueness": "duplicate_key",
-}
+# Which copy of a duplicated natural key stays: the first in the export.
 _ORDER = {"stg_sis_staff_assignments": "lea_id, file_name, line_number"}
 SOURCES = {name: ("sis" if "sis" in name else "eduv") for name in schemas.ROW_GATES}
-FAILURE_COLUMNS = ["index", "column_name", "rule", "value"]
-CHUNK_VECTORS = 64  # DuckDB vectors of 2,048 rows: about 131,000 candidate rows per pandas frame
-
-
-_NO_TABLE_FAILURES = pd.DataFrame(columns=["column", "check", "failure_case"])
-
-
-def _no_failures() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype="int64" if c == "index" else object) for c in FAILURE_COLUMNS})
-
-
-def row_failures(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Validate lazily; return (failures naming a row, failures about the whole table)."""
-    try:
-        schema.validate(frame, lazy=True)
-    except pa.errors.SchemaErrors as err:
-        cases = err.failure_cases
-    else:
-        return _no_failures(), _NO_TABLE_FAILURES
-    table_level = cases[cases["index"].isna()][["column", "check", "failure_case"]]
-    cases = cases[cases["index"].notna()].copy()
-    check = cases["check"].astype(str)
-    multi = check.str.contains("@", regex=False)
-    cases["rule"] = check.str.split("@").str[0].replace(_PANDERA_RULES)
-    cases["column_name"] = cases["column"].where(~multi, check.str.split("@").str[-1])
-    cases["index"] = cases["index"].astype("int64")
-    # A rule over several columns is reported once per row, with the named column's value.
-    cases = cases.drop_duplicates(["index", "column_name", "rule"])
-    in_frame = cases["column_name"].isin(frame.columns)
-    values = cases["failure_case"].astype(object).where(~multi | in_frame, None)
-    for column in cases.loc[multi & in_frame, "column_name"].unique():
-        rows = multi & (cases["column_name"] == column)
-        values[rows] = frame.loc[cases.loc[rows, "index"], column].to_numpy()
-    cases["value"] = values.where(pd.notna(values), None).map(lambda v: None if v is None else str(v))
-    return cases[FAILURE_COLUMNS].reset_index(drop=True), table_level.reset_index(drop=True)
+_CARRY = ["record_key", "location", "lea_id"]
+SAMPLE_PER_TABLE = 20
 
 
 @dataclass
 class RowGateResult:
-    """What the row gate did: counts per table and rule, and failures no row explains."""
+    """What the row gate rejected, small enough for run metadata at any size."""
 
-    rejected: pd.DataFrame  # table_name, source, record_key, location, lea_id, column_name, rule, value
-    table_failures: dict[str, pd.DataFrame]
+    counts: pd.DataFrame  # table_name, column_name, rule, rows
+    sample: pd.DataFrame  # the first rejected rows per table: table_name, location, record_key, ...
 
-    def counts_by_rule(self, table: str | None = None) -> dict[str, int]:
-        frame = self.rejected if table is None else self.rejected[self.rejected["table_name"] == table]
-        return {str(k): int(v) for k, v in frame.groupby("rule").size().sort_values(ascending=False).items()}
-
-
-def _rejected(table: str, rows: pd.DataFrame, failures: pd.DataFrame) -> pd.DataFrame:
-    rows = rows.loc[failures["index"].to_numpy()]
-    return pd.DataFrame(
-        {
-            "table_name": table,
-            "source": SOURCES[table],
-            "record_key": rows["record_key"].to_numpy(),
-            "location": rows["location"].to_numpy(),
-            "lea_id": rows["lea_id"].to_numpy(),
-            "column_name": failures["column_name"].to_numpy(),
-            "rule": failures["rule"].to_numpy(),
-            "value": failures["value"].to_numpy(),
-        }
-    )
+    def for_table(self, table: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        return (
+            self.counts[self.counts["table_name"] == table].drop(columns="table_name"),
+            self.sample[self.sample["table_name"] == table].drop(columns="table_name"),
+        )
 
 
-def _gate_table(con: duckdb.DuckDBPyConnection, table: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Validate in chunks (memory stays flat at any size); the natural key over all survivors."""
-    result = con.execute(f"SELECT * FROM {CANDIDATES[table]} ORDER BY {_ORDER.get(table, 'location')}")
-    rejected = [_rejected(table, pd.DataFrame(columns=["record_key", "location", "lea_id"]), _no_failures())]
-    table_level, keys = [], []
-    offset = 0
-    while len(chunk := result.fetch_df_chunk(CHUNK_VECTORS)):
-        chunk.index = pd.RangeIndex(offset, offset + len(chunk))
-        offset += len(chunk)
-        failures, problems = row_failures(chunk, schemas.ROW_GATES[table])
-        rejected.append(_rejected(table, chunk, failures))
-        table_level.append(problems)
-        if "natural_key" in chunk:
-            keep = ~chunk.index.isin(failures["index"])
-            keys.append(chunk.loc[keep, ["natural_key", "record_key", "location", "lea_id"]])
-    if keys:
-        survivors = pd.concat(keys)
-        failures, problems = row_failures(survivors, schemas.natural_key_rows)
-        rejected.append(_rejected(table, survivors, failures))
-        table_level.append(problems)
-    return pd.concat(rejected, ignore_index=True), pd.concat(
-        [_NO_TABLE_FAILURES, *table_level], ignore_index=True
-    )
+def _duplicates_sql(table: str) -> str:
+    """Natural-key duplicates among the rows that passed their checks (``_failed`` holds the others),
+    so a bad first copy does not take a good second one with it; the first in the export stays."""
+    return f"""
+        SELECT {", ".join(_CARRY)}, 'natural_key', '{schema_sql.DUPLICATE_KEY}', natural_key
+        FROM {CANDIDATES[table]} c
+        WHERE natural_key IS NOT NULL AND NOT EXISTS (SELECT 1 FROM _failed f WHERE f.location = c.location)
+        QUALIFY row_number() OVER (PARTITION BY natural_key ORDER BY {_ORDER[table]}) > 1
+    """
 
 
 def run_row_gate(con: duckdb.DuckDBPyConnection, run_id: str) -> RowGateResult:
@@ -123,27 +58,32 @@ def run_row_gate(con: duckdb.DuckDBPyConnection, run_id: str) -> RowGateResult:
     Leaves the temp table ``gate_rejected(location)`` for :func:`staging.build_staged` and
     ``stg_lea_counts__next`` (rows and rejected rows per LEA) for the per-LEA thresholds.
     """
-    parts, table_failures = [], {}
-    for table in schemas.ROW_GATES:
-        rejected, table_level = _gate_table(con, table)
-        parts.append(rejected)
-        if len(table_level):
-            table_failures[table] = table_level
-    rejected = pd.concat(parts, ignore_index=True).astype({"lea_id": "Int64"})
-    con.register("gate_rejected_frame", rejected)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE gate_rejected_rows(table_name VARCHAR, source VARCHAR, "
+        "record_key VARCHAR, location VARCHAR, lea_id BIGINT, column_name VARCHAR, rule VARCHAR, "
+        "value VARCHAR)"
+    )
+    for table, schema in schemas.ROW_GATES.items():
+        source = f"SELECT * FROM {CANDIDATES[table]}"
+        columns = [d[0] for d in con.execute(f"{source} LIMIT 0").description]
+        failed = schema_sql.failed_rows(schema, source, _CARRY, columns)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _failed AS {failed}")
+        prefix = f"INSERT INTO gate_rejected_rows SELECT '{table}', '{SOURCES[table]}', "
+        con.execute(f"{prefix}* FROM _failed")
+        if table in _ORDER:
+            con.execute(f"{prefix}* FROM ({_duplicates_sql(table)})")
     con.execute(
         """
         INSERT INTO rejected_rows
         SELECT $run, source, table_name, record_key, location, column_name, rule, value, now()
-        FROM gate_rejected_frame
+        FROM gate_rejected_rows ORDER BY table_name, location, column_name, rule
         """,
         {"run": run_id},
     )
     con.execute(
         "CREATE OR REPLACE TEMP TABLE gate_rejected AS "
-        "SELECT DISTINCT location, lea_id FROM gate_rejected_frame"
+        "SELECT DISTINCT location, lea_id FROM gate_rejected_rows"
     )
-    con.unregister("gate_rejected_frame")
     # Shares count records: an employee element (with its ids), a role, a SIS row.
     con.execute(
         f"""
@@ -160,49 +100,20 @@ def run_row_gate(con: duckdb.DuckDBPyConnection, run_id: str) -> RowGateResult:
         WHERE u.lea_id IS NOT NULL GROUP BY u.lea_id
         """
     )
-    return RowGateResult(rejected=rejected, table_failures=table_failures)
-
-
-def _split_uniqueness(schema: pa.DataFrameSchema) -> tuple[pa.DataFrameSchema, list[pa.DataFrameSchema]]:
-    """The schema without its uniqueness rules (checked per chunk), and one small schema per unique key."""
-    unique_columns = [name for name, column in schema.columns.items() if column.unique]
-    keys = ([list(schema.unique)] if schema.unique else []) + [[name] for name in unique_columns]
-    body = schema.update_columns({name: {"unique": False} for name in unique_columns})
-    body.unique = None
-    return body, [
-        pa.DataFrameSchema({key[0]: pa.Column(nullable=True, unique=True)})  # nulls are not duplicates
-        if len(key) == 1
-        else pa.DataFrameSchema({c: pa.Column(nullable=True) for c in key}, unique=key)
-        for key in keys
-    ]
-
-
-def _cases(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> pd.DataFrame:
-    try:
-        schema.validate(frame, lazy=True)
-    except pa.errors.SchemaErrors as err:
-        return err.failure_cases[["column", "check", "failure_case", "index"]].astype(str)
-    return pd.DataFrame(columns=["column", "check", "failure_case", "index"])
-
-
-def validate_query(con: duckdb.DuckDBPyConnection, sql: str, schema: pa.DataFrameSchema) -> pd.DataFrame:
-    """Failure cases of a whole (``__next``) table against its schema; empty means it may be swapped in.
-
-    Read in chunks so memory stays flat; only the key columns are held at once, for uniqueness.
-    """
-    body, key_schemas = _split_uniqueness(schema)
-    key_columns = list(dict.fromkeys(c for k in key_schemas for c in k.columns))
-    result = con.execute(sql)
-    cases, keys = [], []
-    offset = 0
-    while len(chunk := result.fetch_df_chunk(CHUNK_VECTORS)):
-        chunk.index = pd.RangeIndex(offset, offset + len(chunk))
-        offset += len(chunk)
-        cases.append(_cases(chunk, body))
-        keys.append(chunk[key_columns])
-    if keys:
-        cases += [_cases(pd.concat(keys)[list(k.columns)], k) for k in key_schemas]
-    return pd.concat([_cases(pd.DataFrame(), pa.DataFrameSchema()), *cases], ignore_index=True)
+    con.execute("DROP TABLE _failed")
+    counts = con.execute(
+        "SELECT table_name, column_name, rule, count(*) AS rows FROM gate_rejected_rows "
+        "GROUP BY ALL ORDER BY table_name, rows DESC, column_name, rule"
+    ).df()
+    sample = con.execute(
+        f"""
+        SELECT table_name, location, record_key, column_name, rule, value FROM gate_rejected_rows
+        QUALIFY row_number() OVER (PARTITION BY table_name ORDER BY location, column_name, rule)
+                <= {SAMPLE_PER_TABLE}
+        ORDER BY table_name, location, column_name, rule
+        """
+    ).df()
+    return RowGateResult(counts=counts, sample=sample)
 
 
 def lea_gate(con: duckdb.DuckDBPyConnection, settings: GateSettings, run_id: str) -> pd.DataFrame:

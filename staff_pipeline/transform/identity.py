@@ -27,6 +27,7 @@ EDUV_ID_STRENGTH = 3
 MAX_ITERATIONS = 50
 _WORK_TABLES = (
     "id_links",
+    "id_keys",
     "id_records",
     "id_ambiguous",
     "id_nodes",
@@ -46,7 +47,11 @@ _WORK_TABLES = (
 
 
 def _components(con: duckdb.DuckDBPyConnection, nodes: str, edges: str, out: str) -> None:
-    """Connected components: ``nodes(node)``, ``edges(node, key)`` -> ``out(node, label = min node)``."""
+    """Connected components: ``nodes(node)``, ``edges(node, key)`` -> ``out(node, label = min node)``.
+
+    Nodes and keys are integers (record and identifier numbers, see :func:`_collect_identifiers`):
+    each round is two hash joins and two aggregates over narrow integer columns.
+    """
     con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS SELECT node, node AS label FROM {nodes}")
     for _ in range(MAX_ITERATIONS):
         con.execute(
@@ -59,39 +64,45 @@ def _components(con: duckdb.DuckDBPyConnection, nodes: str, edges: str, out: str
                 SELECT e.node, min(k.label) AS label
                 FROM {edges} e JOIN key_label k USING (key) GROUP BY e.node
             )
-            SELECT c.node, least(c.label, coalesce(b.label, c.label)) AS label
+            SELECT c.node, least(c.label, coalesce(b.label, c.label)) AS label, b.label < c.label AS moved
             FROM {out} c LEFT JOIN best b USING (node)
             """
         )
-        changed = con.execute(
-            f"SELECT count(*) FROM _cc_next n JOIN {out} o USING (node) WHERE n.label <> o.label"
-        ).fetchall()[0][0]
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS SELECT * FROM _cc_next")
+        changed = con.execute("SELECT count(*) FROM _cc_next WHERE moved").fetchall()[0][0]
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS SELECT node, label FROM _cc_next")
         if not changed:
             return
     raise RuntimeError(f"identity matching did not converge in {MAX_ITERATIONS} iterations")
 
 
 def _conflicts(group_table: str) -> str:
-    """Groups (``group_table(node=record_key, label)``) that hold records which cannot be one person."""
+    """Groups (``group_table(node=rid, label)``) that hold records which cannot be one person."""
     return f"""
-        SELECT g.label FROM {group_table} g JOIN id_records r ON r.record_key = g.node
-        LEFT JOIN (SELECT record_key, id_value FROM id_links WHERE id_type = 'wiseid') w USING (record_key)
+        SELECT g.label FROM {group_table} g JOIN id_records r ON r.rid = g.node
+        LEFT JOIN (SELECT rid, kid FROM id_links WHERE id_type = 'wiseid') w ON w.rid = g.node
         GROUP BY g.label
-        HAVING count(DISTINCT r.record_key) FILTER (WHERE r.source = 'eduv') > 1
-            OR count(DISTINCT r.record_key) FILTER (WHERE r.source = 'sis')
+        HAVING count(DISTINCT r.rid) FILTER (WHERE r.source = 'eduv') > 1
+            OR count(DISTINCT r.rid) FILTER (WHERE r.source = 'sis')
                > count(DISTINCT r.lea_id) FILTER (WHERE r.source = 'sis')
-            OR count(DISTINCT w.id_value) > 1
+            OR count(DISTINCT w.kid) > 1
     """
 
 
 def _collect_identifiers(con: duckdb.DuckDBPyConnection) -> None:
+    """``id_records`` (one number ``rid`` per record) and ``id_links`` (each record's identifiers,
+    with one number ``kid`` per identifier): the matching then works on integers, not on text.
+
+    ``rid`` follows the record keys' order, so a group's label (its smallest ``rid``) is its
+    smallest record key, as the person ids and tie-breaks below expect.
+    """
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE id_records AS
-        SELECT record_key, 'eduv' AS source, NULL::BIGINT AS lea_id FROM stg_eduv_employees
-        UNION ALL
-        SELECT DISTINCT record_key, 'sis', lea_id FROM stg_sis_staff_assignments
+        SELECT row_number() OVER (ORDER BY record_key) AS rid, * FROM (
+            SELECT record_key, 'eduv' AS source, NULL::BIGINT AS lea_id FROM stg_eduv_employees
+            UNION ALL
+            SELECT DISTINCT record_key, 'sis', lea_id FROM stg_sis_staff_assignments
+        )
         """
     )
     con.execute(
@@ -103,23 +114,36 @@ def _collect_identifiers(con: duckdb.DuckDBPyConnection) -> None:
             UNION
             SELECT r.record_key, o.lea_id
             FROM stg_eduv_employee_roles r JOIN cfg_organisations o USING (school_key)
+        ),
+        raw AS (
+            SELECT record_key, '' AS scope, user_id_type AS id_type, user_id AS id_value
+            FROM stg_eduv_employee_ids
+            UNION ALL
+            SELECT e.record_key, '', 'local_code', l.lea_id || ':' || e.local_code
+            FROM stg_eduv_employees e JOIN eduv_leas l USING (record_key) WHERE e.local_code IS NOT NULL
+            UNION ALL
+            SELECT record_key, '', 'email', email FROM stg_eduv_employees WHERE email IS NOT NULL
+            UNION ALL
+            SELECT record_key, lea_id::VARCHAR,
+                   unnest(['wiseid', 'local_code', 'email', 'email']),
+                   unnest([state_staff_id, lea_id || ':' || local_staff_id, email, alt_email])
+            FROM stg_sis_staff_assignments
         )
-        SELECT record_key, 'eduv' AS source, '' AS scope, user_id_type AS id_type, user_id AS id_value
-        FROM stg_eduv_employee_ids
-        UNION ALL
-        SELECT e.record_key, 'eduv', '', 'local_code', l.lea_id || ':' || e.local_code
-        FROM stg_eduv_employees e JOIN eduv_leas l USING (record_key) WHERE e.local_code IS NOT NULL
-        UNION ALL
-        SELECT record_key, 'eduv', '', 'email', email FROM stg_eduv_employees WHERE email IS NOT NULL
-        UNION ALL
-        SELECT DISTINCT record_key, 'sis', lea_id::VARCHAR,
-               unnest(['wiseid', 'local_code', 'email', 'email']),
-               unnest([state_staff_id, lea_id || ':' || local_staff_id, email, alt_email])
-        FROM stg_sis_staff_assignments
+        SELECT DISTINCT r.rid, r.source, x.scope, x.id_type, x.id_value
+        FROM raw x JOIN id_records r USING (record_key) WHERE x.id_value IS NOT NULL
         """
     )
-    con.execute("DELETE FROM id_links WHERE id_value IS NULL")
-    con.execute("CREATE OR REPLACE TEMP TABLE id_links AS SELECT DISTINCT * FROM id_links")
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE id_keys AS
+        SELECT row_number() OVER () AS kid, id_type, id_value
+        FROM (SELECT DISTINCT id_type, id_value FROM id_links)
+        """
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE id_links AS "
+        "SELECT l.*, k.kid FROM id_links l JOIN id_keys k USING (id_type, id_value)"
+    )
 
 
 def _issues_table(con: duckdb.DuckDBPyConnection) -> None:
@@ -138,25 +162,26 @@ def match(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE id_ambiguous AS
-        SELECT id_type, id_value, list(DISTINCT record_key ORDER BY record_key) AS record_keys
+        SELECT kid, any_value(id_type) AS id_type, any_value(id_value) AS id_value, list(rid) AS rids
         FROM id_links WHERE id_type <> 'email'
-        GROUP BY id_type, id_value, source, scope HAVING count(DISTINCT record_key) > 1
+        GROUP BY kid, source, scope HAVING count(*) > 1
         """
     )
     con.execute(
         """
         INSERT INTO staff_match_issues__next
-        SELECT 'ambiguous_identifier', id_type, id_value, record_keys,
-               'one identifier held by several records of one source: not merged' FROM id_ambiguous
+        SELECT 'ambiguous_identifier', a.id_type, a.id_value, list(r.record_key ORDER BY r.record_key),
+               'one identifier held by several records of one source: not merged'
+        FROM id_ambiguous a, unnest(a.rids) AS t(rid) JOIN id_records r USING (rid)
+        GROUP BY a.kid, a.rids, a.id_type, a.id_value
         """
     )
-    con.execute("CREATE OR REPLACE TEMP TABLE id_nodes AS SELECT record_key AS node FROM id_records")
+    con.execute("CREATE OR REPLACE TEMP TABLE id_nodes AS SELECT rid AS node FROM id_records")
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE id_strong_edges AS
-        SELECT record_key AS node, id_type || '=' || id_value AS key FROM id_links l
-        WHERE id_type <> 'email' AND NOT EXISTS (
-            SELECT 1 FROM id_ambiguous a WHERE a.id_type = l.id_type AND a.id_value = l.id_value)
+        SELECT rid AS node, kid AS key FROM id_links l
+        WHERE id_type <> 'email' AND kid NOT IN (SELECT kid FROM id_ambiguous)
         """
     )
     _components(con, "id_nodes", "id_strong_edges", "id_strong")
@@ -164,9 +189,10 @@ def match(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         """
         INSERT INTO staff_match_issues__next
-        SELECT 'conflicting_identifiers', NULL, NULL, list(node ORDER BY node),
+        SELECT 'conflicting_identifiers', NULL, NULL, list(r.record_key ORDER BY r.record_key),
                'identifiers chain records of two different people together: not merged'
-        FROM id_strong SEMI JOIN id_strong_bad USING (label) GROUP BY label
+        FROM id_strong s SEMI JOIN id_strong_bad USING (label) JOIN id_records r ON r.rid = s.node
+        GROUP BY s.label
         """
     )
     con.execute("UPDATE id_strong SET label = node WHERE label IN (SELECT label FROM id_strong_bad)")
@@ -175,8 +201,8 @@ def match(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE id_email_edges AS
-        SELECT DISTINCT s.label AS node, l.id_value AS key
-        FROM id_links l JOIN id_strong s ON s.node = l.record_key WHERE l.id_type = 'email'
+        SELECT DISTINCT s.label AS node, l.kid AS key
+        FROM id_links l JOIN id_strong s ON s.node = l.rid WHERE l.id_type = 'email'
         """
     )
     _components(con, "id_groups", "id_email_edges", "id_email")
@@ -190,17 +216,23 @@ def match(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         """
         INSERT INTO staff_match_issues__next
-        SELECT 'ambiguous_email', 'email', x.key, list(DISTINCT s.node ORDER BY s.node),
+        WITH shared AS (
+            SELECT x.key FROM id_email_edges x JOIN id_email e USING (node) SEMI JOIN id_email_bad b
+              ON b.label = e.label
+            GROUP BY x.key HAVING count(DISTINCT x.node) > 1
+        )
+        SELECT 'ambiguous_email', 'email', any_value(k.id_value),
+               list(DISTINCT r.record_key ORDER BY r.record_key),
                'one email address shared by different people: not merged'
-        FROM id_email_edges x JOIN id_email e USING (node) SEMI JOIN id_email_bad b ON b.label = e.label
-        JOIN id_strong s ON s.label = x.node
-        GROUP BY x.key HAVING count(DISTINCT x.node) > 1
+        FROM shared JOIN id_keys k ON k.kid = shared.key JOIN id_email_edges x ON x.key = shared.key
+        JOIN id_strong s ON s.label = x.node JOIN id_records r ON r.rid = s.node
+        GROUP BY shared.key
         """
     )
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE id_final AS
-        SELECT s.node AS record_key, s.label AS strong_label,
+        SELECT s.node AS rid, s.label AS strong_label,
                CASE WHEN e.label IN (SELECT label FROM id_email_bad) THEN s.label ELSE e.label END AS label
         FROM id_strong s JOIN id_email e ON e.node = s.label
         """
@@ -218,10 +250,10 @@ def _matched_by(con: duckdb.DuckDBPyConnection) -> None:
         f"""
         CREATE OR REPLACE TEMP TABLE id_matched_by AS
         WITH shared AS (
-            SELECT f.label, min(CASE l.id_type {strength} ELSE {EDUV_ID_STRENGTH} END) AS strength
-            FROM id_links l JOIN id_final f USING (record_key) JOIN id_strong_edges e
-              ON e.node = l.record_key AND e.key = l.id_type || '=' || l.id_value
-            GROUP BY f.label, l.id_type, l.id_value HAVING count(DISTINCT l.record_key) > 1
+            SELECT f.label, CASE l.id_type {strength} ELSE {EDUV_ID_STRENGTH} END AS strength
+            FROM id_strong_edges e JOIN id_final f ON f.rid = e.node JOIN id_links l
+              ON l.rid = e.node AND l.kid = e.key
+            GROUP BY f.label, e.key, l.id_type HAVING count(DISTINCT e.node) > 1
         ),
         best AS (SELECT label, min(strength) AS strength FROM shared GROUP BY label),
         sizes AS (SELECT label, count(*) AS records, count(DISTINCT strong_label) AS groups
@@ -245,9 +277,9 @@ def _assign_person_ids(con: duckdb.DuckDBPyConnection) -> None:
         f"""
         CREATE OR REPLACE TEMP TABLE id_person AS
         WITH own AS (
-            SELECT f.label, l.id_type, l.id_value FROM id_links l JOIN id_final f USING (record_key)
+            SELECT f.label, l.id_type, l.id_value FROM id_links l JOIN id_final f USING (rid)
             WHERE l.id_type <> 'email'
-            UNION SELECT label, 'record_key', record_key FROM id_final
+            UNION SELECT f.label, 'record_key', r.record_key FROM id_final f JOIN id_records r USING (rid)
         ),
         votes AS (
             SELECT o.label, p.person_id, count(*) AS n
@@ -258,7 +290,10 @@ def _assign_person_ids(con: duckdb.DuckDBPyConnection) -> None:
             QUALIFY row_number() OVER (PARTITION BY label ORDER BY n DESC, person_id) = 1
                 AND row_number() OVER (PARTITION BY person_id ORDER BY n DESC, label) = 1
         ),
-        anchor AS (SELECT label, min(record_key) AS anchor FROM id_final GROUP BY label)
+        anchor AS (  -- a group's label is its smallest rid, so its smallest record key
+            SELECT f.label, r.record_key AS anchor
+            FROM (SELECT DISTINCT label FROM id_final) f JOIN id_records r ON r.rid = f.label
+        )
         SELECT a.label, coalesce(c.person_id, 'P' || upper(substr(md5(a.anchor), 1, 15))) AS person_id
         FROM anchor a LEFT JOIN claimed c USING (label)
         """
@@ -266,8 +301,8 @@ def _assign_person_ids(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE person_map AS
-        SELECT f.record_key, r.source, r.lea_id, p.person_id, m.matched_by
-        FROM id_final f JOIN id_records r USING (record_key) JOIN id_person p USING (label)
+        SELECT r.rid, r.record_key, r.source, r.lea_id, p.person_id, m.matched_by
+        FROM id_final f JOIN id_records r USING (rid) JOIN id_person p USING (label)
         JOIN id_matched_by m USING (label)
         """
     )
@@ -275,8 +310,8 @@ def _assign_person_ids(con: duckdb.DuckDBPyConnection) -> None:
         """
         CREATE OR REPLACE TEMP TABLE staff_identifiers__cand AS
         SELECT DISTINCT m.person_id, l.id_type, l.id_value, l.source
-        FROM id_links l JOIN person_map m USING (record_key)
-        UNION SELECT person_id, 'record_key', record_key, source FROM person_map
+        FROM id_links l JOIN person_map m USING (rid)
+        UNION ALL SELECT person_id, 'record_key', record_key, source FROM person_map
         """
     )
     con.execute(

@@ -16,6 +16,7 @@ import pandas as pd
 from staff_pipeline.config import Settings
 from staff_pipeline.schemas import conformed as conformed_schemas
 from staff_pipeline.schemas import staging as staging_schemas
+from staff_pipeline.schemas.sql import table_failures
 from staff_pipeline.transform import conformed, gate, identity, staging
 from staff_pipeline.warehouse import row_count, swap_in_all, table_exists
 
@@ -27,7 +28,7 @@ class StepResult:
     swapped: bool
     rows: dict[str, int]
     failures: dict[str, pd.DataFrame] = field(default_factory=dict)
-    rejected: pd.DataFrame | None = None
+    rejected: gate.RowGateResult | None = None
     gate_results: pd.DataFrame | None = None
 
 
@@ -39,17 +40,17 @@ def stage(
     staging.build_candidates(con, settings.gate.min_employees_per_school)
     row_gate = gate.run_row_gate(con, run_id)
     staging.build_staged(con)
-    failures = dict(row_gate.table_failures)
+    failures = {}
     for table in staging.STAGED:
-        cases = gate.validate_query(con, f'SELECT * FROM "{table}__next"', staging_schemas.TABLES[table])
+        cases = table_failures(con, f'SELECT * FROM "{table}__next"', staging_schemas.TABLES[table])
         if len(cases):
-            failures[table] = pd.concat([failures.get(table), cases], ignore_index=True)
+            failures[table] = cases
     rows = {table: row_count(con, f"{table}__next") for table in staging.STAGED}
     swapped = not failures
     if swapped:
         extra = ("stg_lea_counts", "stg_eduv_requests_used")
         swap_in_all(con, {f"{t}__next": t for t in (*staging.STAGED, *extra)})
-    return StepResult(swapped=swapped, rows=rows, failures=failures, rejected=row_gate.rejected)
+    return StepResult(swapped=swapped, rows=rows, failures=failures, rejected=row_gate)
 
 
 def _validate_conformed(con: duckdb.DuckDBPyConnection) -> dict[str, pd.DataFrame]:
@@ -77,7 +78,7 @@ def _validate_conformed(con: duckdb.DuckDBPyConnection) -> dict[str, pd.DataFram
     }
     failures = {}
     for table, queries in checks.items():
-        cases = [gate.validate_query(con, sql, schema) for sql, schema in queries]
+        cases = [table_failures(con, sql, schema) for sql, schema in queries]
         cases = [c for c in cases if len(c)]
         if cases:
             failures[table] = pd.concat(cases, ignore_index=True)
