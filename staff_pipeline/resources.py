@@ -1,12 +1,14 @@
 """Dagster resources: the warehouse, and one per API (defined beside each client).
 
-Secrets come only from environment variables through ``EnvVar``; base URLs default to the local
-stand-ins' standard ports and are repointed with ``STAFF_*_URL`` to reach real endpoints.
+Secrets come only from environment variables: the required ones through ``EnvVar`` (Dagster
+resolves it when a run starts), Edu-V's optional secret or key read by the resource when the run
+builds its client. Base URLs default to the local stand-ins' standard ports and are repointed with
+``STAFF_*_URL`` to reach real endpoints. Nothing is read from the environment at import
+(:func:`staff_pipeline.settings.from_env`): every run sees the environment it runs in.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -21,39 +23,33 @@ from staff_pipeline.clients.linkit import LinkItResource
 
 
 class WarehouseResource(ConfigurableResource):
-    """The DuckDB warehouse file; empty ``path`` means ``STAFF_WAREHOUSE`` or ``data/warehouse.duckdb``."""
+    """The DuckDB warehouse file. Empty ``path`` means ``STAFF_WAREHOUSE``, else
+    ``data/warehouse.duckdb``, resolved each time a run connects (never at import)."""
 
     path: str = ""
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with warehouse.connect(self.path or None) as con:
+        with warehouse.connect(self.path or None) as con:  # None: settings.paths().warehouse, now
             yield con
 
 
-def _optional_env(name: str) -> EnvVar | str:
-    """An ``EnvVar`` when the variable is set, else empty: Dagster fails a run on an unset ``EnvVar``,
-    and Edu-V needs only one of its secret and its private key."""
-    return EnvVar(name) if name in os.environ else ""
-
-
 def default_resources() -> dict[str, Any]:
-    """The production wiring; tests and the demo set the same environment variables to the stand-ins."""
+    """The production wiring; tests and the demo set the same environment variables to the stand-ins.
+
+    Only the required secrets are given here, as ``EnvVar``. URLs, the warehouse path and Edu-V's
+    optional ``EDUV_CLIENT_SECRET`` / ``EDUV_PRIVATE_KEY`` are left empty so that each resource reads
+    them when a run uses it: read here, they would be frozen when ``staff_pipeline.definitions`` is
+    imported, and a process that imported it before its environment was set would keep stale values.
+    """
     return {
-        "warehouse": WarehouseResource(path=os.environ.get("STAFF_WAREHOUSE", "")),
-        "eduv": EduVResource(
-            base_url=os.environ.get("STAFF_EDUV_URL", "http://127.0.0.1:8100"),
-            client_id=EnvVar("EDUV_CLIENT_ID"),
-            client_secret=_optional_env("EDUV_CLIENT_SECRET"),
-            private_key=_optional_env("EDUV_PRIVATE_KEY"),
-        ),
+        "warehouse": WarehouseResource(),
+        "eduv": EduVResource(client_id=EnvVar("EDUV_CLIENT_ID")),
         "edfi": EdFiResource(
-            base_url=os.environ.get("STAFF_EDFI_URL", "http://127.0.0.1:8101"),
             client_id=EnvVar("EDFI_CLIENT_ID"),
             client_secret=EnvVar("EDFI_CLIENT_SECRET"),
         ),
         "linkit": LinkItResource(
-            base_url=os.environ.get("STAFF_LINKIT_URL", "http://127.0.0.1:8102"),
             access_key=EnvVar("LINKIT_ACCESS_KEY"),
             private_key=EnvVar("LINKIT_PRIVATE_KEY"),
         ),

@@ -26,7 +26,7 @@ class Paths:
 
     @property
     def warehouse(self) -> Path:
-        return Path(os.environ.get("STAFF_WAREHOUSE", self.data_dir / "warehouse.duckdb"))
+        return Path(from_env("", "STAFF_WAREHOUSE", str(self.data_dir / "warehouse.duckdb")))
 
     @property
     def analytics(self) -> Path:
@@ -54,6 +54,17 @@ class Paths:
     def journal(self) -> Path:
         """Per-request write-ahead journals of the loads (folded into the ledgers)."""
         return self.data_dir / "journal"
+
+
+def from_env(configured: str, variable: str, default: str = "") -> str:
+    """``configured`` when given, else the environment variable ``variable`` (unset or empty: ``default``).
+
+    The one resolver for settings a resource may take from the environment (``STAFF_*_URL``,
+    ``STAFF_WAREHOUSE``, Edu-V's optional secret or key). Resources call it when a run uses them,
+    never at import: a process that imported the Definitions before its environment was set (a
+    test, a long-lived code server) must still see the environment of the run.
+    """
+    return configured or os.environ.get(variable) or default
 
 
 def paths() -> Paths:

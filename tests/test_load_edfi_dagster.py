@@ -59,3 +59,24 @@ def test_partition_materialises_as_a_dry_run_then_sends(edfi_env):
     for name in ("edfi_assignment_associations", "edfi_contact_associations"):
         text = repr(_metadata(result, name)) + repr(result.all_events)
         assert "secret-a" not in text and "fallback-secret" not in text
+
+
+def test_an_lea_with_nobody_in_the_not_sent_list_and_no_contacts_materialises(edfi_env):
+    # Everyone has a WISEid (mart_edfi_not_sent is empty) and nobody has an email (so is
+    # mart_edfi_contacts): empty marts are valid, and an empty resource sends nothing.
+    edfi_env.add_staff(None, "D1")
+    Conformed().person("d1", "D1").assign("d1", LEA_A, SCHOOL_A1).write()
+
+    result = materialize(
+        ASSETS,
+        resources=_resources(edfi_env.url),
+        partition_key=str(LEA_A),
+        instance=DagsterInstance.ephemeral(),
+    )
+
+    assert result.success
+    mart = _metadata(result, "edfi_mart")
+    assert (mart["assignment_associations"], mart["contact_associations"], mart["not_sent"]) == (1, 0, 0)
+    assert _metadata(result, "edfi_assignment_associations")["created"] == 1
+    assert _metadata(result, "edfi_contact_associations")["sent"] == 0
+    assert len(edfi_env.requests_to("POST", "/data")) == 1

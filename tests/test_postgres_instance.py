@@ -157,7 +157,8 @@ def test_lea_partitions_run_in_parallel_on_the_postgres_instance(
         ]
 
 
-# A fresh process per run, as a run worker is: it reads the stand-ins' URLs and keys from its env.
+# A fresh process per run, as a run worker is (the LEA loads run side by side); its resources read
+# the stand-ins' URLs and keys from the environment when the run uses them.
 RUN_JOB = """
 import sys
 from dagster import DagsterInstance

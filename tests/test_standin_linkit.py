@@ -255,3 +255,22 @@ def test_resource_prefers_per_district_keys_and_names_missing_ones(monkeypatch: 
         LinkItResource(base_url="http://127.0.0.1:9", signer="md5").client_for("lakeview")
     with pytest.raises(ValueError, match="response_format"):
         LinkItResource(base_url="http://127.0.0.1:9", response_format="csv").client_for("lakeview")
+
+
+def test_calls_reuse_keep_alive_connections_and_a_proxy_keeps_the_requests_session(
+    linkit_standin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = LinkItClient(linkit_standin.url, ACCESS, PRIVATE)
+    try:
+        client.create_staff(JOHN)
+        for code in ("JS12345", "a b&c=d/é"):  # query values that need encoding are signed as sent
+            client.find_staff(local_code=code)
+        assert len(client._transport._idle) == 1  # one connection, reused for every call
+    finally:
+        client.close()
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    proxied = LinkItClient("https://linkit.example", ACCESS, PRIVATE)
+    assert proxied._transport is None and proxied.session.proxies["https"] == "http://proxy.example:3128"
+    assert proxied.session.verify is not False

@@ -28,7 +28,9 @@ from staff_pipeline.http import (
     redact_text,
     send_with_retry,
 )
+from staff_pipeline.settings import from_env
 
+STANDIN_URL = "http://127.0.0.1:8101"  # the local stand-in's standard port
 TOKEN_MARGIN_SECONDS = 60.0
 PAGE_LIMIT = 500
 
@@ -248,9 +250,13 @@ class EdFiClient:
 
 class EdFiResource(ConfigurableResource):
     """Ed-Fi connection settings. Per-LEA keys come from ``EDFI_CLIENT_ID_<lea>`` /
-    ``EDFI_CLIENT_SECRET_<lea>`` (WISEdata issues one per LEA); the pair here is the fallback."""
+    ``EDFI_CLIENT_SECRET_<lea>`` (WISEdata issues one per LEA); the pair here is the fallback.
 
-    base_url: str
+    An empty ``base_url`` means ``STAFF_EDFI_URL``, else the local stand-in, read when a run builds a
+    client (never at import, so a process that imported the Definitions earlier sees the run's value).
+    """
+
+    base_url: str = ""  # "": STAFF_EDFI_URL, else STANDIN_URL
     client_id: str = ""
     client_secret: str = ""
     timeout: float = 30.0
@@ -258,12 +264,16 @@ class EdFiResource(ConfigurableResource):
     backoff_base: float = 0.2
     max_concurrency: int = 0  # 0: [edfi] max_concurrency of pipeline.toml
 
+    def url(self) -> str:
+        """The base URL this run talks to."""
+        return from_env(self.base_url, "STAFF_EDFI_URL", STANDIN_URL)
+
     def client_for(self, lea_id: str | int, pool_size: int = 8) -> EdFiClient:
         lea = str(lea_id)
         client_id = os.environ.get(f"EDFI_CLIENT_ID_{lea}") or self.client_id
         secret = os.environ.get(f"EDFI_CLIENT_SECRET_{lea}") or self.client_secret
         return EdFiClient(
-            self.base_url,
+            self.url(),
             client_id,
             secret,
             timeout=self.timeout,

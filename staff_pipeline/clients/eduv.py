@@ -28,8 +28,10 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from dagster import ConfigurableResource
 
 from staff_pipeline.http import ApiError, RetryPolicy, make_session, redact_text, send_with_retry
+from staff_pipeline.settings import from_env
 from staff_pipeline.vocab import EDUV_SCOPES
 
+STANDIN_URL = "http://127.0.0.1:8100"  # the local stand-in's standard port
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _ERROR_BODY_LIMIT = 64 * 1024  # larger error bodies are kept on disk but not quoted
 _ASSERTION_LIFETIME = 60  # seconds
@@ -99,7 +101,9 @@ class EduVClient:
         if not client_id:
             raise ValueError("Edu-V client id is empty (set EDUV_CLIENT_ID)")
         if not client_secret and not private_key:
-            raise ValueError("Edu-V needs EDUV_PRIVATE_KEY (private_key_jwt) or EDUV_CLIENT_SECRET")
+            raise ValueError(
+                "Edu-V needs EDUV_PRIVATE_KEY (private_key_jwt) or EDUV_CLIENT_SECRET; neither is set"
+            )
         self.base_url = base_url.rstrip("/")
         self.token_url = token_url or f"{self.base_url}/oauth/token"
         self.client_id = client_id
@@ -241,15 +245,22 @@ class EduVClient:
 
 
 class EduVResource(ConfigurableResource):
-    """Edu-V Employees API: base URL and OAuth2 client credentials (set from ``EnvVar``).
+    """Edu-V Employees API: base URL and OAuth2 client credentials.
 
     Give ``private_key`` (PEM, for ``private_key_jwt``) or ``client_secret``; the key wins when
     both are set. ``timeout`` is the longest silence tolerated while a large answer streams.
+
+    Empty settings are read from the environment when a run builds its client (:meth:`client`),
+    never at import, so a process that imported the Definitions before its environment was set
+    still uses the run's values: ``base_url`` from ``STAFF_EDUV_URL`` (else the local stand-in),
+    and, when neither credential is configured, ``EDUV_PRIVATE_KEY`` / ``EDUV_CLIENT_SECRET``
+    (only one is needed, so neither can be a required ``EnvVar``). ``client_id`` is set from
+    ``EnvVar("EDUV_CLIENT_ID")``.
     """
 
-    base_url: str
+    base_url: str = ""  # "": STAFF_EDUV_URL, else STANDIN_URL
     client_id: str = ""
-    client_secret: str = ""
+    client_secret: str = ""  # "" with private_key "" too: EDUV_CLIENT_SECRET / EDUV_PRIVATE_KEY
     private_key: str = ""
     token_url: str = ""
     scopes: str = " ".join(EDUV_SCOPES)
@@ -259,12 +270,19 @@ class EduVResource(ConfigurableResource):
     backoff_base: float = 0.5
     max_concurrency: int = 4
 
+    def url(self) -> str:
+        """The base URL this run talks to."""
+        return from_env(self.base_url, "STAFF_EDUV_URL", STANDIN_URL)
+
     def client(self) -> EduVClient:
+        secret, key = self.client_secret, self.private_key
+        if not secret and not key:  # configured credentials win as a pair; else the run's environment
+            secret, key = from_env("", "EDUV_CLIENT_SECRET"), from_env("", "EDUV_PRIVATE_KEY")
         return EduVClient(
-            self.base_url,
+            self.url(),
             self.client_id,
-            client_secret=self.client_secret,
-            private_key=self.private_key,
+            client_secret=secret,
+            private_key=key,
             token_url=self.token_url,
             scopes=self.scopes,
             timeout=self.timeout,

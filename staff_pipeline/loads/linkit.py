@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -322,7 +322,13 @@ def plan_district(con: duckdb.DuckDBPyConnection, district: str) -> tuple[pd.Dat
     return plan, int(active)
 
 
-def _rows(plan: pd.DataFrame) -> Iterator[dict[str, Any]]:
+def _rows(plan: pd.DataFrame, chunk: int = 5000) -> Iterator[dict[str, Any]]:
+    """The plan's rows as dicts, made a chunk at a time (not a million dicts at once)."""
+    for start in range(0, len(plan), chunk):
+        yield from _chunk_rows(plan.iloc[start : start + chunk])
+
+
+def _chunk_rows(plan: pd.DataFrame) -> Iterator[dict[str, Any]]:
     for record in plan.to_dict("records"):
         # pandas 3 holds a missing text value as NaN, which would go out as JSON NaN: send null.
         row = {key: None if _is_na(value) else value for key, value in record.items()}
@@ -334,6 +340,50 @@ def _rows(plan: pd.DataFrame) -> Iterator[dict[str, Any]]:
 
 def _is_na(value: Any) -> bool:
     return isinstance(value, float) and pd.isna(value)
+
+
+def _send_all(sender: _Sender, rows: Iterator[dict[str, Any]], concurrency: int, report: LoadReport) -> None:
+    """``concurrency`` threads take the next account from ``rows`` until it is spent.
+
+    No futures and no queue: rows are made one at a time as threads take them, so memory stays flat
+    at any district size. If anything raises (a bug, an interrupt), every thread stops after its
+    account in flight and the first error is raised here; the journal holds what was completed.
+    """
+    take = threading.Lock()
+    tally = threading.Lock()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            while not stop.is_set():
+                with take:
+                    row = next(rows, None)
+                if row is None:
+                    return
+                outcome, error = sender.process(row)
+                with tally:
+                    report.outcomes[outcome] += 1
+                    if error:
+                        report.failures[error] += 1
+        except BaseException as exc:  # handed to the caller's thread below
+            errors.append(exc)
+            stop.set()
+
+    threads = [
+        threading.Thread(target=worker, name=f"linkit-{n}", daemon=True) for n in range(max(1, concurrency))
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join()
+    finally:
+        stop.set()  # also on KeyboardInterrupt here: the threads finish their account and stop
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]
 
 
 def load_district(
@@ -369,14 +419,9 @@ def load_district(
     if dry_run:
         return report
     sender = _Sender(client, journal, run_id)
-    pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="linkit")
     try:
-        for outcome, error in pool.map(sender.process, _rows(plan)):
-            report.outcomes[outcome] += 1
-            if error:
-                report.failures[error] += 1
+        _send_all(sender, _rows(plan), concurrency, report)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # on a crash, start nothing new
         report.requests = Counter(client.requests)
         with connect() as con:
             fold_journal(con, journal, district)

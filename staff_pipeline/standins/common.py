@@ -254,9 +254,20 @@ def _make_handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
                 return
             body = response.body if isinstance(response.body, bytes) else json.dumps(response.body).encode()
             self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
+            # Headers and body in one write (end_headers() would send the headers on their own):
+            # one system call, and the client reads the whole answer in one wake-up.
+            if self.command == "HEAD":
+                self.end_headers()
+            else:
+                self._end_headers_with(body)
+
+        def _end_headers_with(self, body: bytes) -> None:
+            buffered = getattr(self, "_headers_buffer", None)  # absent only for an HTTP/0.9 request
+            if buffered is None:
                 self.wfile.write(body)
+                return
+            buffered += [b"\r\n", body]
+            self.flush_headers()
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _serve
 

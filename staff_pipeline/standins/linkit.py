@@ -15,6 +15,7 @@ Answers are XML when the request asks for it (``Accept: application/xml``) or se
 
 from __future__ import annotations
 
+import functools
 import hmac
 import itertools
 import json
@@ -66,6 +67,11 @@ USER_ORDER = (
 
 def format_date(moment: datetime) -> str:
     """Answer dates: ``6/1/2013 3:43:59 PM`` (minutes and seconds padded, as in the reference)."""
+    return _format_second(moment.replace(microsecond=0))
+
+
+@functools.lru_cache(maxsize=256)
+def _format_second(moment: datetime) -> str:  # every answer formats two dates: once per second will do
     hour = moment.hour % 12 or 12
     noon = "AM" if moment.hour < 12 else "PM"
     return f"{moment.month}/{moment.day}/{moment.year} {hour}:{moment:%M:%S} {noon}"

@@ -1,0 +1,130 @@
+"""The Definitions' resources read their environment when a run uses them, not at import.
+
+The Definitions are imported here, at collection, before any test sets ``STAFF_*`` or ``EDUV_*``:
+a process that imported them before its environment was set (a code server, a test session) must
+still reach the endpoints, warehouse and credentials of the environment each run sees.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey, DagsterInstance, build_resources
+
+from staff_pipeline import warehouse
+from staff_pipeline.definitions import defs
+from staff_pipeline.standins.edfi import EdFiStandIn
+from staff_pipeline.standins.eduv import EduVStandIn
+from staff_pipeline.standins.linkit import LinkItStandIn
+from tests.fixtures_edfi import LEA_A, SCHOOL_A1, Conformed
+from tests.fixtures_eduv import JWT_CLIENT_ID, ORG_ROWS, write_organisations
+from tests.fixtures_linkit import assignment, staff_row, write_conformed
+
+REQUIRED_SECRETS = ("EDUV_CLIENT_ID", "EDFI_CLIENT_ID", "EDFI_CLIENT_SECRET")
+
+
+def _elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point ``STAFF_WAREHOUSE`` away from the data folder; the run must write there."""
+    target = tmp_path / "elsewhere" / "warehouse.duckdb"
+    monkeypatch.setenv("STAFF_WAREHOUSE", str(target))
+    return target
+
+
+def _run(job: str, **kwargs):
+    instance = DagsterInstance.ephemeral()
+    result = defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False, **kwargs)
+    log = "\n".join(str(entry) for entry in instance.all_logs(result.run_id))
+    return result, log
+
+
+def test_each_build_of_the_resources_reads_the_environment_of_that_moment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, eduv_private_pem: str
+) -> None:
+    for name in REQUIRED_SECRETS:
+        monkeypatch.setenv(name, f"{name.lower()}-value")
+    monkeypatch.setenv("LINKIT_ACCESS_KEY", "ak-fallback")
+    monkeypatch.setenv("LINKIT_PRIVATE_KEY", "pk-fallback")
+    for name in ("EDUV_CLIENT_SECRET", "EDUV_PRIVATE_KEY", "STAFF_EDUV_URL", "STAFF_EDFI_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("STAFF_LINKIT_URL", "")  # empty counts as unset
+
+    with build_resources(defs.resources) as first:  # nothing set: the stand-ins' standard ports
+        assert first.edfi.client_for(LEA_A).base_url == "http://127.0.0.1:8101"
+        assert first.linkit.client_for("lakeview").base_url == "http://127.0.0.1:8102"
+        with pytest.raises(ValueError, match=r"EDUV_PRIVATE_KEY .*or EDUV_CLIENT_SECRET"):
+            first.eduv.client()
+
+    monkeypatch.setenv("STAFF_EDUV_URL", "http://eduv.example:1/")
+    monkeypatch.setenv("STAFF_EDFI_URL", "http://edfi.example:2")
+    monkeypatch.setenv("STAFF_LINKIT_URL", "http://linkit.example:3")
+    monkeypatch.setenv("EDUV_PRIVATE_KEY", eduv_private_pem)
+    target = _elsewhere(tmp_path, monkeypatch)
+    with build_resources(defs.resources) as second:
+        with second.eduv.client() as client:
+            assert client.base_url == "http://eduv.example:1"
+            assert client.client_id == "eduv_client_id-value"
+            assert client.token_url == "http://eduv.example:1/oauth/token"
+        assert second.edfi.client_for(LEA_A).base_url == "http://edfi.example:2"
+        assert second.linkit.client_for("lakeview").base_url == "http://linkit.example:3"
+        with second.warehouse.connect() as con:
+            con.execute("CREATE TABLE probe (x INT)")
+    assert target.exists()
+
+
+def test_an_edu_v_run_uses_the_url_key_and_warehouse_set_after_import(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    data_dir: Path,
+    eduv_standin: EduVStandIn,
+    eduv_private_pem: str,
+) -> None:
+    write_organisations(tmp_path / "cfg", ORG_ROWS["a-po"], ORG_ROWS["b-po"])
+    monkeypatch.setenv("STAFF_CONFIG_DIR", str(tmp_path / "cfg"))
+    monkeypatch.setenv("STAFF_EDUV_URL", eduv_standin.url)
+    monkeypatch.setenv("EDUV_CLIENT_ID", JWT_CLIENT_ID)  # a client the stand-in knows only by its key
+    monkeypatch.setenv("EDUV_PRIVATE_KEY", eduv_private_pem)
+    monkeypatch.delenv("EDUV_CLIENT_SECRET", raising=False)
+    target = _elsewhere(tmp_path, monkeypatch)
+
+    result, log = _run("prepare_staff_job", asset_selection=[AssetKey("raw_eduv_employees")])
+
+    assert result.success, log
+    assert eduv_standin.requests_to("GET", "/employees")
+    assert target.exists() and not (data_dir / "warehouse.duckdb").exists()
+    with warehouse.connect(read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM raw_eduv_requests WHERE ok").fetchone()[0] == 2
+    assert "PRIVATE KEY" not in log
+
+
+def test_an_ed_fi_run_uses_the_url_and_warehouse_set_after_import(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, data_dir: Path, edfi_env: EdFiStandIn
+) -> None:
+    # edfi_env has just set STAFF_EDFI_URL and the keys to a stand-in on a random port.
+    target = _elsewhere(tmp_path, monkeypatch)
+    edfi_env.add_staff(None, "D1")
+    world = Conformed().person("d1", "D1").assign("d1", LEA_A, SCHOOL_A1)
+    world.email("d1", LEA_A, SCHOOL_A1, "d1@lea1.com").write()
+
+    result, log = _run("edfi_load_job", partition_key=str(LEA_A))
+
+    assert result.success, log
+    assert len(edfi_env.requests_to("POST", "/data")) == 2  # one assignment, one contact
+    assert target.exists() and not (data_dir / "warehouse.duckdb").exists()
+    assert "state-secret" not in log and "secret-a" not in log
+
+
+def test_a_linkit_run_uses_the_url_and_warehouse_set_after_import(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, data_dir: Path, linkit_standin: LinkItStandIn
+) -> None:
+    # linkit_standin has just set STAFF_LINKIT_URL and the per-district keys.
+    monkeypatch.setenv("LINKIT_ACCESS_KEY", "unused-fallback")
+    monkeypatch.setenv("LINKIT_PRIVATE_KEY", "unused-fallback")
+    target = _elsewhere(tmp_path, monkeypatch)
+    write_conformed([staff_row("p1", "L1")], [assignment("p1")])
+
+    result, log = _run("linkit_load_job", partition_key="lakeview")
+
+    assert result.success, log
+    assert [user["LocalCode"] for user in linkit_standin.users("lakeview")] == ["L1"]
+    assert target.exists() and not (data_dir / "warehouse.duckdb").exists()
