@@ -137,14 +137,14 @@ def failed_rows(
 
 def _sql_failures(con: duckdb.DuckDBPyConnection, sql: str, schema: pa.DataFrameSchema) -> pd.DataFrame:
     """Failure cases over every row, at most ``CASES_PER_CHECK`` per check and key."""
-    numbered = f"SELECT *, row_number() OVER () AS __row FROM ({sql})"
     columns = [d[0] for d in con.execute(f"SELECT * FROM ({sql}) LIMIT 0").description]
+    carry = [columns[0]]  # failed_rows needs one column to carry; the cases name column and value
     frames = [
         con.execute(
             f"""
-            SELECT column_name AS "column", rule AS "check", value AS failure_case, __row AS "index"
-            FROM ({failed_rows(schema, numbered, ["__row"], columns)})
-            QUALIFY row_number() OVER (PARTITION BY column_name, rule ORDER BY __row) <= {CASES_PER_CHECK}
+            SELECT column_name AS "column", rule AS "check", value AS failure_case, NULL AS "index"
+            FROM ({failed_rows(schema, sql, carry, columns)})
+            QUALIFY row_number() OVER (PARTITION BY column_name, rule) <= {CASES_PER_CHECK}
             """
         ).df()
     ]

@@ -18,50 +18,58 @@ import duckdb
 from staff_pipeline.warehouse import table_exists
 
 CONFORMED = ("staff", "staff_contacts", "staff_assignments", "staff_identifiers", "staff_match_issues")
+CANDIDATE_TABLES = ("staff", "staff_contacts", "staff_assignments", "staff_identifiers")
 # Email preference when choosing a primary: Edu-V first (see module doc), then SIS email, alt_email.
 _PREF = {"eduv": 1, "sis": 2, "sis_alt": 3}
-_ROLE_KEY = "r.record_key, r.school_key, r.organisation_role, r.begin_date"
+# A SIS row's place in its LEA's export as one integer (staging reads one export per LEA, so the
+# file name adds nothing): an integer key is far cheaper to aggregate by than (lea, file, line).
+_SIS_ORDER = "(s.lea_id * 10000000000 + s.line_number)"
+_SIS_LATER = 10**18  # added to the order of rows with no primary email, so rows with one win
 
 
-def _crosswalked(source: str, role_column: str, key: str) -> str:
-    """Crosswalk join where a row for the school's sector wins over the blank-sector row."""
-    return f"""
-        LEFT JOIN cfg_role_crosswalk x ON x.source = '{source}' AND x.source_role = {role_column}
-             AND (x.sector = o.sector OR x.sector IS NULL)
-        QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY x.sector NULLS LAST) = 1
-    """
+def _role_map(con: duckdb.DuckDBPyConnection) -> None:
+    """``role_map``: the crosswalk row that applies per sector and source role, where a row for the
+    school's sector wins over the blank-sector row. Resolved once on the small crosswalk, so each
+    assignment is one plain join."""
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE role_map AS
+        SELECT s.sector, x.source, x.source_role, x.staff_classification, x.contact_title, x.linkit_role
+        FROM (SELECT DISTINCT sector FROM cfg_organisations) s
+        JOIN cfg_role_crosswalk x ON x.sector = s.sector OR x.sector IS NULL
+        QUALIFY row_number() OVER (
+            PARTITION BY s.sector, x.source, x.source_role ORDER BY x.sector NULLS LAST) = 1
+        """
+    )
 
 
 def build_assignments(con: duckdb.DuckDBPyConnection, today: date) -> None:
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE _assignments AS
-        SELECT m.person_id, o.lea_id, o.school_id, r.school_key, o.choice_school, o.linkit_district,
-               o.linkit_school_id, 'eduv' AS source, r.organisation_role AS source_role,
-               x.staff_classification, x.contact_title, x.linkit_role, NULL::VARCHAR AS position_title,
-               r.begin_date::DATE AS begin_date, r.end_date::DATE AS end_date, NULL::DOUBLE AS fte,
-               o.eduv_school_period_id AS school_period
-        FROM stg_eduv_employee_roles r JOIN person_map m USING (record_key)
-        JOIN cfg_organisations o USING (school_key)
-        {_crosswalked("eduv", "r.organisation_role", _ROLE_KEY)}
-        """
-    )
-    con.execute(
-        f"""
-        INSERT INTO _assignments
-        SELECT m.person_id, o.lea_id, o.school_id, s.school_key, o.choice_school, o.linkit_district,
-               o.linkit_school_id, 'sis', s.position_code, x.staff_classification, x.contact_title,
-               x.linkit_role, s.position_title, s.begin_date::DATE, s.end_date::DATE, s.fte, NULL
-        FROM stg_sis_staff_assignments s JOIN person_map m USING (record_key)
-        JOIN cfg_organisations o USING (school_key)
-        {_crosswalked("sis", "s.position_code", "s.lea_id, s.file_name, s.line_number")}
-        """
-    )
+    """Edu-V roles and SIS rows as assignments; one per Ed-Fi identity, SIS first (see module doc)."""
+    _role_map(con)
     con.execute(
         """
-        CREATE OR REPLACE TEMP TABLE staff_assignments__cand AS
+        CREATE OR REPLACE TABLE staff_assignments__cand AS
+        WITH a AS (
+            SELECT m.person_id, o.lea_id, o.school_id, r.school_key, o.choice_school, o.linkit_district,
+                   o.linkit_school_id, 'eduv' AS source, r.organisation_role AS source_role,
+                   x.staff_classification, x.contact_title, x.linkit_role, NULL::VARCHAR AS position_title,
+                   r.begin_date::DATE AS begin_date, r.end_date::DATE AS end_date, NULL::DOUBLE AS fte,
+                   o.eduv_school_period_id AS school_period
+            FROM stg_eduv_employee_roles r JOIN person_map m USING (record_key)
+            JOIN cfg_organisations o USING (school_key)
+            LEFT JOIN role_map x ON x.source = 'eduv' AND x.source_role = r.organisation_role
+                 AND x.sector IS NOT DISTINCT FROM o.sector
+            UNION ALL
+            SELECT m.person_id, o.lea_id, o.school_id, s.school_key, o.choice_school, o.linkit_district,
+                   o.linkit_school_id, 'sis', s.position_code, x.staff_classification, x.contact_title,
+                   x.linkit_role, s.position_title, s.begin_date::DATE, s.end_date::DATE, s.fte, NULL
+            FROM stg_sis_staff_assignments s JOIN person_map m USING (record_key)
+            JOIN cfg_organisations o USING (school_key)
+            LEFT JOIN role_map x ON x.source = 'sis' AND x.source_role = s.position_code
+                 AND x.sector IS NOT DISTINCT FROM o.sector
+        )
         SELECT *, begin_date <= $today AND (end_date IS NULL OR $today < end_date) AS active
-        FROM _assignments
+        FROM a
         QUALIFY row_number() OVER (
             PARTITION BY person_id, school_id, staff_classification, begin_date
             ORDER BY source DESC, end_date DESC NULLS FIRST, source_role) = 1
@@ -78,7 +86,7 @@ def build_contacts(con: duckdb.DuckDBPyConnection) -> None:
     """
     con.execute(
         f"""
-        CREATE OR REPLACE TEMP TABLE staff_contacts__cand AS
+        CREATE OR REPLACE TABLE staff_contacts__cand AS
         WITH eduv_schools AS (
             SELECT record_key, school_key FROM stg_eduv_employees
             UNION SELECT record_key, school_key FROM stg_eduv_employee_roles
@@ -121,23 +129,22 @@ def build_staff(con: duckdb.DuckDBPyConnection, today: date) -> None:
     in export order), picked once as a struct rather than column by column.
     """
     con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE staff__cand AS
+        f"""
+        CREATE OR REPLACE TABLE staff__cand AS
         WITH e AS (
             SELECT m.person_id,
-                   arg_min({'first_name': e.given_name, 'family_name_prefix': e.family_name_prefix,
+                   arg_min({{'first_name': e.given_name, 'family_name_prefix': e.family_name_prefix,
                             'last_name': e.family_name, 'preferred_first_name': e.preferred_first_name,
-                            'email': e.email, 'local_code': e.local_code}, e.record_key) AS r,
+                            'email': e.email, 'local_code': e.local_code}}, e.record_key) AS r,
                    bool_or(e.status = 'tobedeleted') AS tobedeleted
             FROM stg_eduv_employees e JOIN person_map m USING (record_key) GROUP BY m.person_id
         ),
         s AS (
             SELECT m.person_id, min(s.state_staff_id) AS wiseid,
-                   arg_min({'local_code': s.local_staff_id, 'first_name': s.first_name,
-                            'middle_name': s.middle_name, 'last_name': s.last_name},
-                           (s.lea_id, s.file_name, s.line_number)) AS r,
+                   arg_min({{'local_code': s.local_staff_id, 'first_name': s.first_name,
+                            'middle_name': s.middle_name, 'last_name': s.last_name}}, {_SIS_ORDER}) AS r,
                    arg_min(coalesce(s.email, s.alt_email),
-                           (s.email IS NULL, s.lea_id, s.file_name, s.line_number))
+                           CASE WHEN s.email IS NULL THEN {_SIS_ORDER} + {_SIS_LATER} ELSE {_SIS_ORDER} END)
                        AS email
             FROM stg_sis_staff_assignments s JOIN person_map m USING (record_key) GROUP BY m.person_id
         ),
@@ -172,7 +179,23 @@ def build_candidates(con: duckdb.DuckDBPyConnection, today: date) -> None:
 
 
 def build_next(con: duckdb.DuckDBPyConnection, failed_leas: list[int], today: date) -> None:
-    """``*__next``: new rows for LEAs that passed the gate, the previous rows for those that failed."""
+    """``*__next``: new rows for LEAs that passed the gate, the previous rows for those that failed.
+
+    The candidates are written to the warehouse once; on a night every LEA passes (most nights)
+    they simply become the ``__next`` tables, with no second copy of a few million rows.
+    """
+    if not failed_leas:
+        for table in CANDIDATE_TABLES:
+            con.execute(f"DROP TABLE IF EXISTS {table}__next")
+            con.execute(f"ALTER TABLE {table}__cand RENAME TO {table}__next")
+        return
+    _carry_failed(con, failed_leas, today)
+    for table in CANDIDATE_TABLES:
+        con.execute(f"DROP TABLE {table}__cand")
+
+
+def _carry_failed(con: duckdb.DuckDBPyConnection, failed_leas: list[int], today: date) -> None:
+    """The ``__next`` tables from the candidates of the LEAs that passed and the previous rows of the rest."""
     con.execute(
         "CREATE OR REPLACE TEMP TABLE gate_failed AS SELECT unnest($l::BIGINT[]) AS lea_id",
         {"l": failed_leas},

@@ -84,20 +84,24 @@ def run_row_gate(con: duckdb.DuckDBPyConnection, run_id: str) -> RowGateResult:
         "CREATE OR REPLACE TEMP TABLE gate_rejected AS "
         "SELECT DISTINCT location, lea_id FROM gate_rejected_rows"
     )
-    # Shares count records: an employee element (with its ids), a role, a SIS row.
+    # Shares count records: an employee element (with its ids), a role, a SIS row. A rejected id
+    # rejects its employee element, so it counts as that element.
     con.execute(
         f"""
         CREATE OR REPLACE TABLE stg_lea_counts__next AS
-        WITH units AS (
-            SELECT location, element AS unit, lea_id FROM {CANDIDATES["stg_eduv_employees"]}
-            UNION ALL SELECT location, element, lea_id FROM {CANDIDATES["stg_eduv_employee_ids"]}
-            UNION ALL SELECT location, location, lea_id FROM {CANDIDATES["stg_eduv_employee_roles"]}
-            UNION ALL SELECT location, location, lea_id FROM {CANDIDATES["stg_sis_staff_assignments"]}
+        WITH totals AS (
+            SELECT lea_id, count(*) AS n FROM {CANDIDATES["stg_eduv_employees"]} GROUP BY lea_id
+            UNION ALL SELECT lea_id, count(*) FROM {CANDIDATES["stg_eduv_employee_roles"]} GROUP BY lea_id
+            UNION ALL SELECT lea_id, count(*) FROM {CANDIDATES["stg_sis_staff_assignments"]} GROUP BY lea_id
+        ),
+        rejected AS (
+            SELECT lea_id, count(DISTINCT CASE WHEN table_name = 'stg_eduv_employee_ids'
+                                               THEN split_part(location, '/', 1) ELSE location END) AS n
+            FROM gate_rejected_rows GROUP BY lea_id
         )
-        SELECT u.lea_id, count(DISTINCT u.unit) AS rows,
-               count(DISTINCT u.unit) FILTER (WHERE g.location IS NOT NULL) AS rejected
-        FROM units u LEFT JOIN gate_rejected g USING (location)
-        WHERE u.lea_id IS NOT NULL GROUP BY u.lea_id
+        SELECT t.lea_id, sum(t.n)::BIGINT AS rows, coalesce(any_value(r.n), 0)::BIGINT AS rejected
+        FROM totals t LEFT JOIN rejected r USING (lea_id)
+        WHERE t.lea_id IS NOT NULL GROUP BY t.lea_id
         """
     )
     con.execute("DROP TABLE _failed")

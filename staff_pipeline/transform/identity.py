@@ -78,7 +78,10 @@ def _components(con: duckdb.DuckDBPyConnection, nodes: str, edges: str, out: str
 def _conflicts(group_table: str) -> str:
     """Groups (``group_table(node=rid, label)``) that hold records which cannot be one person."""
     return f"""
-        SELECT g.label FROM {group_table} g JOIN id_records r ON r.rid = g.node
+        WITH merged AS (  -- only a group of several records can hold two people
+            SELECT node, label FROM {group_table} QUALIFY count(*) OVER (PARTITION BY label) > 1
+        )
+        SELECT g.label FROM merged g JOIN id_records r ON r.rid = g.node
         LEFT JOIN (SELECT rid, kid FROM id_links WHERE id_type = 'wiseid') w ON w.rid = g.node
         GROUP BY g.label
         HAVING count(DISTINCT r.rid) FILTER (WHERE r.source = 'eduv') > 1
@@ -115,7 +118,13 @@ def _collect_identifiers(con: duckdb.DuckDBPyConnection) -> None:
             SELECT r.record_key, o.lea_id
             FROM stg_eduv_employee_roles r JOIN cfg_organisations o USING (school_key)
         ),
-        raw AS (
+        sis AS (  -- an SIS person has a row per assignment: their identifiers, once
+            SELECT DISTINCT record_key, lea_id::VARCHAR AS scope,
+                   unnest(['wiseid', 'local_code', 'email', 'email']) AS id_type,
+                   unnest([state_staff_id, lea_id || ':' || local_staff_id, email, alt_email]) AS id_value
+            FROM stg_sis_staff_assignments
+        ),
+        raw AS (  -- the Edu-V parts are distinct already (one staged row per employee and id)
             SELECT record_key, '' AS scope, user_id_type AS id_type, user_id AS id_value
             FROM stg_eduv_employee_ids
             UNION ALL
@@ -124,12 +133,9 @@ def _collect_identifiers(con: duckdb.DuckDBPyConnection) -> None:
             UNION ALL
             SELECT record_key, '', 'email', email FROM stg_eduv_employees WHERE email IS NOT NULL
             UNION ALL
-            SELECT record_key, lea_id::VARCHAR,
-                   unnest(['wiseid', 'local_code', 'email', 'email']),
-                   unnest([state_staff_id, lea_id || ':' || local_staff_id, email, alt_email])
-            FROM stg_sis_staff_assignments
+            SELECT * FROM sis
         )
-        SELECT DISTINCT r.rid, r.source, x.scope, x.id_type, x.id_value
+        SELECT r.rid, r.source, x.scope, x.id_type, x.id_value
         FROM raw x JOIN id_records r USING (record_key) WHERE x.id_value IS NOT NULL
         """
     )
@@ -182,6 +188,7 @@ def match(con: duckdb.DuckDBPyConnection) -> None:
         CREATE OR REPLACE TEMP TABLE id_strong_edges AS
         SELECT rid AS node, kid AS key FROM id_links l
         WHERE id_type <> 'email' AND kid NOT IN (SELECT kid FROM id_ambiguous)
+        QUALIFY count(*) OVER (PARTITION BY kid) > 1  -- an identifier on one record links nothing
         """
     )
     _components(con, "id_nodes", "id_strong_edges", "id_strong")
@@ -201,8 +208,11 @@ def match(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE id_email_edges AS
-        SELECT DISTINCT s.label AS node, l.kid AS key
-        FROM id_links l JOIN id_strong s ON s.node = l.rid WHERE l.id_type = 'email'
+        SELECT node, key FROM (
+            SELECT DISTINCT s.label AS node, l.kid AS key
+            FROM id_links l JOIN id_strong s ON s.node = l.rid WHERE l.id_type = 'email'
+        )
+        QUALIFY count(*) OVER (PARTITION BY key) > 1
         """
     )
     _components(con, "id_groups", "id_email_edges", "id_email")
@@ -308,9 +318,13 @@ def _assign_person_ids(con: duckdb.DuckDBPyConnection) -> None:
     )
     con.execute(
         """
-        CREATE OR REPLACE TEMP TABLE staff_identifiers__cand AS
-        SELECT DISTINCT m.person_id, l.id_type, l.id_value, l.source
-        FROM id_links l JOIN person_map m USING (rid)
+        CREATE OR REPLACE TABLE staff_identifiers__cand AS
+        WITH ids AS (  -- one row per person, identifier and source, found on integers
+            SELECT DISTINCT f.label, l.kid, l.source FROM id_links l JOIN id_final f USING (rid)
+            WHERE l.id_type <> 'email'  -- emails are contacts (staff_contacts), not kept identities
+        )
+        SELECT p.person_id, k.id_type, k.id_value, ids.source
+        FROM ids JOIN id_person p USING (label) JOIN id_keys k USING (kid)
         UNION ALL SELECT person_id, 'record_key', record_key, source FROM person_map
         """
     )
