@@ -1,6 +1,6 @@
 """``make bench``: the end-to-end benchmark, its baselines and the incremental run; writes bench/README.md.
 
-    .venv/bin/python -m bench [--scale 10000 --scale 100000] [--loads-up-to 100000] [--no-readme]
+    .venv/bin/python -m bench [--scale 10000 --scale 100000 --scale 1000000] [--loads-up-to N] [--no-readme]
 
 Per scale: generate N synthetic people, start the three stand-ins (``standins.local``, as the demo
 does), then run every stage in a subprocess of its own (``bench.stages``), timing it and reading its
@@ -343,9 +343,11 @@ def write_readme(text: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
-        "--scale", type=int, action="append", help="people (repeat; default 10000 and 100000)"
+        "--scale", type=int, action="append", help="people (repeat; default 10000, 100000 and 1000000)"
     )
-    parser.add_argument("--loads-up-to", type=int, default=100_000, help="skip the API loads above this size")
+    parser.add_argument(
+        "--loads-up-to", type=int, default=1_000_000, help="skip the API loads above this size"
+    )
     parser.add_argument(
         "--baseline-up-to", type=int, default=100_000, help="skip the plain requests loop above this size"
     )
@@ -355,7 +357,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-readme", action="store_true", help="print only, leave bench/README.md alone")
     args = parser.parse_args(argv)
     results = []
-    for people in args.scale or [10_000, 100_000]:
+    for people in args.scale or [10_000, 100_000, 1_000_000]:
         print(f"bench: {people:,} people ...", flush=True)
         result = bench_scale(people, args.seed, people <= args.loads_up_to, people <= args.baseline_up_to)
         results.append(result)

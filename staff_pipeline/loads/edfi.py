@@ -23,6 +23,7 @@ from staff_pipeline.clients.edfi import EdFiAnswer, EdFiClient
 from staff_pipeline.http import ApiError
 from staff_pipeline.loads.edfi_mart import ASSIGNMENTS, CONTACTS
 from staff_pipeline.loads.journal import Journal
+from staff_pipeline.loads.workers import run_workers
 
 ConnectFn = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 RESOURCES = (ASSIGNMENTS, CONTACTS)  # contacts need their assignments first
@@ -269,44 +270,17 @@ def _send_phase(
     entries: list[dict[str, Any]],
     on_entry: Callable[[dict[str, Any]], None] | None,
 ) -> None:
-    source = iter(phase)
-    take = threading.Lock()
     report = threading.Lock()
-    stop = threading.Event()
-    errors: list[BaseException] = []
 
-    def worker() -> None:
-        try:
-            while not stop.is_set():
-                with take:
-                    item = next(source, None)
-                if item is None:
-                    return
-                entry = _send_one(client, item, run_id)
-                journal.append(entry)
-                with report:
-                    entries.append(entry)
-                    if on_entry is not None:
-                        on_entry(entry)
-        except BaseException as exc:  # handed to the caller's thread below
-            errors.append(exc)
-            stop.set()
+    def handle(item: PlanItem) -> None:
+        entry = _send_one(client, item, run_id)
+        journal.append(entry)
+        with report:
+            entries.append(entry)
+            if on_entry is not None:
+                on_entry(entry)
 
-    threads = [
-        threading.Thread(target=worker, name=f"edfi-{n}", daemon=True)
-        for n in range(max(1, min(max_concurrency, len(phase))))
-    ]
-    for thread in threads:
-        thread.start()
-    try:
-        for thread in threads:
-            thread.join()
-    finally:
-        stop.set()  # also on KeyboardInterrupt here: the threads finish their request and stop
-        for thread in threads:
-            thread.join()
-    if errors:
-        raise errors[0]
+    run_workers(iter(phase), handle, min(max_concurrency, len(phase)), "edfi")
 
 
 def summarise(lea_id: int, resource: str, plan: Plan, entries: list[dict[str, Any]]) -> LoadReport:

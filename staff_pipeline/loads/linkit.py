@@ -33,6 +33,7 @@ from staff_pipeline.clients.linkit import LinkItClient, LinkItError
 from staff_pipeline.http import ApiError
 from staff_pipeline.loads.journal import Journal
 from staff_pipeline.loads.linkit_mart import FIELD_OF, LEDGER, MART, ensure_tables
+from staff_pipeline.loads.workers import run_workers
 
 log = logging.getLogger(__name__)
 
@@ -343,47 +344,17 @@ def _is_na(value: Any) -> bool:
 
 
 def _send_all(sender: _Sender, rows: Iterator[dict[str, Any]], concurrency: int, report: LoadReport) -> None:
-    """``concurrency`` threads take the next account from ``rows`` until it is spent.
-
-    No futures and no queue: rows are made one at a time as threads take them, so memory stays flat
-    at any district size. If anything raises (a bug, an interrupt), every thread stops after its
-    account in flight and the first error is raised here; the journal holds what was completed.
-    """
-    take = threading.Lock()
+    """``concurrency`` threads take the next account from ``rows`` until it is spent."""
     tally = threading.Lock()
-    stop = threading.Event()
-    errors: list[BaseException] = []
 
-    def worker() -> None:
-        try:
-            while not stop.is_set():
-                with take:
-                    row = next(rows, None)
-                if row is None:
-                    return
-                outcome, error = sender.process(row)
-                with tally:
-                    report.outcomes[outcome] += 1
-                    if error:
-                        report.failures[error] += 1
-        except BaseException as exc:  # handed to the caller's thread below
-            errors.append(exc)
-            stop.set()
+    def handle(row: dict[str, Any]) -> None:
+        outcome, error = sender.process(row)
+        with tally:
+            report.outcomes[outcome] += 1
+            if error:
+                report.failures[error] += 1
 
-    threads = [
-        threading.Thread(target=worker, name=f"linkit-{n}", daemon=True) for n in range(max(1, concurrency))
-    ]
-    for thread in threads:
-        thread.start()
-    try:
-        for thread in threads:
-            thread.join()
-    finally:
-        stop.set()  # also on KeyboardInterrupt here: the threads finish their account and stop
-        for thread in threads:
-            thread.join()
-    if errors:
-        raise errors[0]
+    run_workers(rows, handle, concurrency, "linkit")
 
 
 def load_district(
