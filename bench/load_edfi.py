@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import peak_rss_mb
 from staff_pipeline import warehouse
 from staff_pipeline.clients.edfi import EdFiClient
 from staff_pipeline.config import load_organisations
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         server.join(timeout=10)
     if args.lightbeam.exists():
         rows.append(_lightbeam(args.people, args.concurrency, args.lightbeam))
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_mb = peak_rss_mb()
     print(
         f"people={args.people} LEAs={len(leas)} concurrency={args.concurrency} warehouse={paths().warehouse}"
     )

@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import resource
 import shutil
 import tempfile
 import time
 from collections import Counter
 
+from bench import peak_rss_mb
 from staff_pipeline import warehouse
 from staff_pipeline.clients.linkit import LinkItClient
 from staff_pipeline.loads.linkit import load_district
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         parent.send("stop")
         server.join(timeout=10)
         shutil.rmtree(data_dir, ignore_errors=True)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     print(f"people={args.people} districts={args.districts} concurrency={args.concurrency}")
     print(
         f"{'run':<12} {'wall s':>8} {'requests':>9} {'writes':>7} {'req/s':>8} {'accounts/s':>11}  outcomes"
