@@ -115,10 +115,10 @@ def failed_rows(
     ``columns`` are the source's columns beyond the schema's (see :func:`compile_checks`).
     """
     checks = compile_checks(schema, columns)
-    kept = ", ".join(quote(c) for c in carry)
+    kept = "".join(f"{quote(c)}, " for c in carry)
     if not checks:
         return (
-            f"SELECT {kept}, NULL::VARCHAR AS column_name, NULL::VARCHAR AS rule, NULL::VARCHAR AS value "
+            f"SELECT {kept}NULL::VARCHAR AS column_name, NULL::VARCHAR AS rule, NULL::VARCHAR AS value "
             f"FROM ({source}) WHERE false"
         )
     cases = ", ".join(
@@ -127,8 +127,8 @@ def failed_rows(
         for c in checks
     )
     return f"""
-        SELECT {kept}, f.column_name, f.rule, f.value FROM (
-            SELECT {kept}, unnest(list_filter([{cases}], lambda x: x IS NOT NULL)) AS f
+        SELECT {kept}f.column_name, f.rule, f.value FROM (
+            SELECT {kept}unnest(list_filter([{cases}], lambda x: x IS NOT NULL)) AS f
             FROM ({source}) AS t
             WHERE NOT ({" AND ".join(c.passes for c in checks)})
         )
@@ -138,12 +138,11 @@ def failed_rows(
 def _sql_failures(con: duckdb.DuckDBPyConnection, sql: str, schema: pa.DataFrameSchema) -> pd.DataFrame:
     """Failure cases over every row, at most ``CASES_PER_CHECK`` per check and key."""
     columns = [d[0] for d in con.execute(f"SELECT * FROM ({sql}) LIMIT 0").description]
-    carry = [columns[0]]  # failed_rows needs one column to carry; the cases name column and value
     frames = [
         con.execute(
             f"""
             SELECT column_name AS "column", rule AS "check", value AS failure_case, NULL AS "index"
-            FROM ({failed_rows(schema, sql, carry, columns)})
+            FROM ({failed_rows(schema, sql, [], columns)})
             QUALIFY row_number() OVER (PARTITION BY column_name, rule) <= {CASES_PER_CHECK}
             """
         ).df()
