@@ -142,11 +142,12 @@ def test_the_built_mart_meets_its_schema_and_the_schema_catches_contract_breaks(
         [assignment("p1"), assignment("p2", linkit_role="DISTRICT ADMIN")],
     )
     _build()
-    frame = table_frame("SELECT * FROM mart_linkit_staff")
+    frame = table_frame("SELECT * FROM mart_linkit_staff ORDER BY local_code")
     mart_linkit_staff.validate(frame, lazy=True)
     # pandera skips the frame-wide checks once a column's enum check has failed: one break at a time.
     broken = frame.copy()
-    broken.loc[0, "user_name"] = "User.P2"  # upper case, and the same name as p2's ignoring case
+    # p1's name in upper case and the same as p2's ignoring case (the frame is ordered: p1 first).
+    broken.loc[0, "user_name"] = "User.P2"
     with pytest.raises(pa.errors.SchemaErrors) as caught:
         mart_linkit_staff.validate(broken, lazy=True)
     checks = " ".join(caught.value.failure_cases["check"].astype(str))
