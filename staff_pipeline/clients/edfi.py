@@ -21,10 +21,10 @@ from dagster import ConfigurableResource
 
 from staff_pipeline.http import (
     ApiError,
-    KeepAliveTransport,
     RetryPolicy,
     TransportResponse,
     make_session,
+    pin_environment,
     redact_text,
     send_with_retry,
 )
@@ -91,20 +91,8 @@ class EdFiClient:
         self.timeout = timeout
         self.policy = policy or RetryPolicy()
         self.session = make_session(pool_size)
-        # requests looks up proxy variables and ~/.netrc on every request while trust_env is on,
-        # which costs as much CPU as the request itself: resolve them once here instead.
-        proxies = requests.utils.get_environ_proxies(self.base_url)
-        self.session.proxies.update(proxies)
-        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        if bundle:
-            self.session.verify = bundle
-        self.session.trust_env = False
-        # Data requests (the hot path) go over plain keep-alive connections, which cost a fraction
-        # of requests' CPU per call; through a proxy they stay on the requests session.
-        scheme = urlsplit(self.base_url).scheme
-        self._transport: KeepAliveTransport | None = None
-        if not (proxies.get(scheme) or proxies.get("all")):
-            self._transport = KeepAliveTransport(self.base_url, timeout=timeout, cafile=bundle or None)
+        # Data requests (the hot path) go over the keep-alive transport unless a proxy applies.
+        self._transport = pin_environment(self.session, self.base_url, timeout=timeout)
         self._data_path = urlsplit(self.data_url).path
         self._token: str | None = None
         self._expires_at = 0.0

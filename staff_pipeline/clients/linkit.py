@@ -33,10 +33,10 @@ from dagster import ConfigurableResource
 
 from staff_pipeline.http import (
     ApiError,
-    KeepAliveTransport,
     RetryPolicy,
     TransportResponse,
     make_session,
+    pin_environment,
     redact_text,
     redact_url,
     send_with_retry,
@@ -180,22 +180,9 @@ class LinkItClient:
         self.policy = policy or RetryPolicy()
         self.response_format = response_format
         self.session = session or make_session(pool_size)
-        # requests looks up proxy variables and ~/.netrc on every request while trust_env is on,
-        # which costs more CPU than the request itself: resolve them once here instead.
-        proxies = requests.utils.get_environ_proxies(self.base_url)
-        self.session.proxies.update(proxies)
-        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-        if bundle:
-            self.session.verify = bundle
-        self.session.trust_env = False
-        # Calls go over plain keep-alive connections (a fraction of requests' CPU per call, headers
-        # and body in one write); through a proxy they stay on the requests session.
-        parts = urlsplit(self.base_url)
-        self._transport: KeepAliveTransport | None = None
-        direct = not (proxies.get(parts.scheme) or proxies.get("all"))
-        if direct and parts.scheme in ("http", "https") and parts.hostname:
-            self._transport = KeepAliveTransport(self.base_url, timeout=timeout, cafile=bundle or None)
-        self._base_path = parts.path
+        # Calls go over the keep-alive transport (headers and body in one write) unless a proxy applies.
+        self._transport = pin_environment(self.session, self.base_url, timeout=timeout)
+        self._base_path = urlsplit(self.base_url).path
         self._clock = clock
         self.requests: Counter[str] = Counter()  # "PUT /staffs/{id}" -> requests answered
         self._count_lock = threading.Lock()
