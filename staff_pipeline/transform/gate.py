@@ -42,13 +42,15 @@ class RowGateResult:
 
 
 def _duplicates_sql(table: str) -> str:
-    """Natural-key duplicates among the rows that passed their checks (``_failed`` holds the others),
-    so a bad first copy does not take a good second one with it; the first in the export stays."""
+    """Duplicates of ``schemas.natural_key_rows``'s key among the rows that passed their checks
+    (``_failed`` holds the others), so a bad first copy does not take a good second one with it;
+    the first in the export stays (the schema's ``report_duplicates="exclude_first"``)."""
+    [[key]] = schema_sql.unique_keys(schemas.natural_key_rows)
     return f"""
-        SELECT {", ".join(_CARRY)}, 'natural_key', '{schema_sql.DUPLICATE_KEY}', natural_key
+        SELECT {", ".join(_CARRY)}, '{key}', '{schema_sql.DUPLICATE_KEY}', {key}
         FROM {CANDIDATES[table]} c
-        WHERE natural_key IS NOT NULL AND NOT EXISTS (SELECT 1 FROM _failed f WHERE f.location = c.location)
-        QUALIFY row_number() OVER (PARTITION BY natural_key ORDER BY {_ORDER[table]}) > 1
+        WHERE {key} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM _failed f WHERE f.location = c.location)
+        QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {_ORDER.get(table, "location")}) > 1
     """
 
 
@@ -70,7 +72,7 @@ def run_row_gate(con: duckdb.DuckDBPyConnection, run_id: str) -> RowGateResult:
         con.execute(f"CREATE OR REPLACE TEMP TABLE _failed AS {failed}")
         prefix = f"INSERT INTO gate_rejected_rows SELECT '{table}', '{SOURCES[table]}', "
         con.execute(f"{prefix}* FROM _failed")
-        if table in _ORDER:
+        if set(schemas.natural_key_rows.columns) <= set(columns):
             con.execute(f"{prefix}* FROM ({_duplicates_sql(table)})")
     con.execute(
         """
