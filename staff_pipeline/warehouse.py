@@ -104,6 +104,11 @@ def row_count(con: duckdb.DuckDBPyConnection, name: str) -> int:
     )
 
 
+def columns_of(con: duckdb.DuckDBPyConnection, sql: str) -> list[str]:
+    """The column names a query returns, without running it over any rows."""
+    return [d[0] for d in con.execute(f"SELECT * FROM ({sql}) LIMIT 0").description]
+
+
 def preview(con: duckdb.DuckDBPyConnection, sql: str, limit: int = 10) -> pd.DataFrame:
     """A small frame for Dagster's preview metadata."""
     return con.execute(f"SELECT * FROM ({sql}) LIMIT {int(limit)}").df()

@@ -24,6 +24,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from staff_pipeline.schemas.rules import literal, quote
+from staff_pipeline.warehouse import columns_of
 
 # pandera's names for its structural checks, as rejected_rows calls them.
 REQUIRED = "required"
@@ -137,7 +138,7 @@ def failed_rows(
 
 def _sql_failures(con: duckdb.DuckDBPyConnection, sql: str, schema: pa.DataFrameSchema) -> pd.DataFrame:
     """Failure cases over every row, at most ``CASES_PER_CHECK`` per check and key."""
-    columns = [d[0] for d in con.execute(f"SELECT * FROM ({sql}) LIMIT 0").description]
+    columns = columns_of(con, sql)
     frames = [
         con.execute(
             f"""

@@ -18,7 +18,7 @@ from staff_pipeline.config import GateSettings
 from staff_pipeline.schemas import sql as schema_sql
 from staff_pipeline.schemas import staging as schemas
 from staff_pipeline.transform.staging import CANDIDATES
-from staff_pipeline.warehouse import table_exists
+from staff_pipeline.warehouse import columns_of, table_exists
 
 # Which copy of a duplicated natural key stays: the first in the export.
 _ORDER = {"stg_sis_staff_assignments": "lea_id, file_name, line_number"}
@@ -67,7 +67,7 @@ def run_row_gate(con: duckdb.DuckDBPyConnection, run_id: str) -> RowGateResult:
     )
     for table, schema in schemas.ROW_GATES.items():
         source = f"SELECT * FROM {CANDIDATES[table]}"
-        columns = [d[0] for d in con.execute(f"{source} LIMIT 0").description]
+        columns = columns_of(con, source)
         failed = schema_sql.failed_rows(schema, source, _CARRY, columns)
         con.execute(f"CREATE OR REPLACE TEMP TABLE _failed AS {failed}")
         prefix = f"INSERT INTO gate_rejected_rows SELECT '{table}', '{SOURCES[table]}', "
