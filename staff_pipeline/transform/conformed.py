@@ -27,6 +27,11 @@ _SIS_ORDER = "(s.lea_id * 10000000000 + s.line_number)"
 _SIS_LATER = 10**18  # added to the order of rows with no primary email, so rows with one win
 
 
+def _sources(eduv: str, sis: str) -> str:
+    """SQL: ``eduv``, ``sis`` or ``eduv,sis`` from two boolean aggregates (cheaper than a string_agg)."""
+    return f"CASE WHEN {eduv} AND {sis} THEN 'eduv,sis' WHEN {eduv} THEN 'eduv' ELSE 'sis' END"
+
+
 def _role_map(con: duckdb.DuckDBPyConnection) -> None:
     """``role_map``: the crosswalk row that applies per sector and source role, where a row for the
     school's sector wins over the blank-sector row. Resolved once on the small crosswalk, so each
@@ -106,8 +111,7 @@ def build_contacts(con: duckdb.DuckDBPyConnection) -> None:
         ),
         merged AS (
             SELECT person_id, lea_id, school_id, kind, value,
-                   CASE WHEN bool_or(eduv) AND bool_or(sis) THEN 'eduv,sis'
-                        WHEN bool_or(eduv) THEN 'eduv' ELSE 'sis' END AS source,
+                   {_sources("bool_or(eduv)", "bool_or(sis)")} AS source,
                    min(pref) AS pref
             FROM raw WHERE value IS NOT NULL GROUP BY ALL
         ),
@@ -150,8 +154,7 @@ def build_staff(con: duckdb.DuckDBPyConnection, today: date) -> None:
         ),
         p AS (
             SELECT person_id, any_value(matched_by) AS matched_by,
-                   CASE WHEN bool_or(source = 'eduv') AND bool_or(source = 'sis') THEN 'eduv,sis'
-                        WHEN bool_or(source = 'eduv') THEN 'eduv' ELSE 'sis' END AS sources
+                   {_sources("bool_or(source = 'eduv')", "bool_or(source = 'sis')")} AS sources
             FROM person_map GROUP BY person_id
         ),
         a AS (
