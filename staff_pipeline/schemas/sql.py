@@ -44,6 +44,13 @@ class SqlCheck:
     value: str
 
 
+def _true(predicate: str) -> str:
+    """``predicate`` with NULL read as false, as a CASE rather than ``coalesce``: DuckDB evaluates a
+    CASE condition on selection vectors, so its AND/OR short-circuit (an email regex runs only on
+    email rows); inside ``coalesce`` every branch runs on every row, 3-4x the cost at a million rows."""
+    return f"CASE WHEN {predicate} THEN true ELSE false END"
+
+
 def _builtin(check: pa.Check, column: str) -> str:
     stats = check.statistics
     if check.name == "isin":
@@ -88,7 +95,7 @@ def compile_checks(schema: pa.DataFrameSchema, columns: Collection[str] = ()) ->
             sql = check.statistics.get("sql")
             predicate = sql.replace("{column}", col) if sql else _builtin(check, col)
             # Like pandera, a value check passes a missing value (``required`` is its own check).
-            passes = f"({col} IS NULL OR coalesce({predicate}, false))" if check.ignore_na else predicate
+            passes = f"({col} IS NULL OR {_true(predicate)})" if check.ignore_na else predicate
             compiled.append(SqlCheck(name, rule, passes, value))
     for check in schema.checks:
         rule, named = _rule(check)
@@ -97,7 +104,7 @@ def compile_checks(schema: pa.DataFrameSchema, columns: Collection[str] = ()) ->
         column = named or rule
         shown = column in schema.columns or column in columns
         value = f"CAST({quote(column)} AS VARCHAR)" if shown else "NULL::VARCHAR"
-        compiled.append(SqlCheck(column, rule, f"coalesce({check.statistics['sql']}, false)", value))
+        compiled.append(SqlCheck(column, rule, _true(check.statistics["sql"]), value))
     return compiled
 
 
