@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import duckdb
 import pytest
 
+from staff_pipeline.transform import identity
 from staff_pipeline.warehouse import connect
 from tests.raw_tables import LAKEVIEW_ELEM, RIVERSIDE_ELEM, Raw, employee, role, run_both, sis_row
 
@@ -28,7 +29,10 @@ def _people(con: duckdb.DuckDBPyConnection, suffix: str = "") -> dict[str, tuple
     }
 
 
-def test_matching_by_local_code_wiseid_and_email(con) -> None:
+@pytest.mark.parametrize("id_hash", [identity.ID_HASH, "0::UBIGINT"], ids=["hash", "every-hash-collides"])
+def test_matching_by_local_code_wiseid_and_email(con, monkeypatch, id_hash: str) -> None:
+    """Also with a hash under which every identifier collides: the hash only finds candidates."""
+    monkeypatch.setattr(identity, "ID_HASH", id_hash)
     raw = Raw(con)
     raw.eduv(
         "lakeview-elem",
@@ -64,6 +68,10 @@ def test_matching_by_local_code_wiseid_and_email(con) -> None:
         "SELECT wiseid, local_code, sources FROM staff WHERE person_id = ?", [one]
     ).fetchall() == [("1000000001", "T1", "eduv,sis")]
     assert con.execute("SELECT count(*) FROM staff_match_issues").fetchall() == [(0,)]
+    # The WISEid both SIS records hold is one identifier of the person (per source), not two.
+    assert con.execute(
+        "SELECT person_id, source FROM staff_identifiers WHERE id_type = 'wiseid' AND id_value = '1000000001'"
+    ).fetchall() == [(one, "sis")]
 
 
 def test_local_code_is_scoped_to_the_lea(con) -> None:

@@ -195,3 +195,40 @@ def test_duplicate_keys_and_a_check_without_sql() -> None:
     opaque = pa.DataFrameSchema({"k": pa.Column(str, pa.Check(lambda s: s.str.len() > 0))})
     with pytest.raises(TypeError, match="no SQL form"):
         schema_sql.compile_checks(opaque)
+
+
+def test_checks_the_row_gate_applied_are_not_scanned_again() -> None:
+    """A staged column copied verbatim from gated rows skips the gate's checks in the SQL scan; a
+    column the staged table takes from its parsed ``__v`` twin, and checks the gate never ran, stay."""
+    verbatim = set(staging.stg_sis_staff_assignments.columns) - {"begin_date", "end_date", "fte"}
+    holds = schema_sql.applied_upstream(staging.sis_staff_rows, staging.stg_sis_staff_assignments, verbatim)
+    kept = {
+        (c.column, c.rule)
+        for c in schema_sql.compile_checks(staging.stg_sis_staff_assignments)
+        if c.passes not in holds
+    }
+    assert ("email", "email_format") not in kept and ("first_name", "required") not in kept
+    assert {("begin_date", "required"), ("fte", "range"), ("record_key", "str_startswith('sis:')")} <= kept
+
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE t AS SELECT 'not an email' AS email, NULL::VARCHAR AS first_name, "
+        "'x:1' AS record_key, 1.5 AS fte"
+    )
+    schema = pa.DataFrameSchema(
+        {
+            "email": pa.Column(checks=[rules.email()], nullable=True),
+            "first_name": pa.Column(nullable=False),
+            "record_key": pa.Column(checks=pa.Check.str_startswith("sis:")),
+            "fte": pa.Column(checks=pa.Check.in_range(0, 1, error="range")),
+        }
+    )
+    holds = schema_sql.applied_upstream(schema, schema, {"email", "first_name"})
+    scanned = con.execute(schema_sql.failed_rows(schema, "SELECT * FROM t", [], holds=holds)).fetchall()
+    assert sorted((column, rule) for column, rule, _ in scanned) == [
+        ("fte", "range"),
+        ("record_key", "str_startswith('sis:')"),
+    ]
+    # pandera's own sample still applies the whole schema.
+    sampled = schema_sql.table_failures(con, "SELECT * FROM t", schema, holds)
+    assert {"email", "first_name"} <= set(sampled["column"])

@@ -114,15 +114,35 @@ def unique_keys(schema: pa.DataFrameSchema) -> list[list[str]]:
     return keys + [[name] for name, column in schema.columns.items() if column.unique]
 
 
+def applied_upstream(
+    upstream: pa.DataFrameSchema, schema: pa.DataFrameSchema, verbatim: Collection[str]
+) -> frozenset[str]:
+    """The predicates of ``schema`` that ``upstream`` already applied, row by row, to the same column.
+
+    Only columns in ``verbatim`` count: those the table copies unchanged from the rows ``upstream``
+    checked (the staged tables take ``<column>__v`` for a column the gate parsed, so those are not).
+    The row gate rejected every row failing such a predicate, so it holds on every staged row.
+    """
+    applied = {(c.column, c.passes) for c in compile_checks(upstream)}
+    return frozenset(
+        c.passes for c in compile_checks(schema) if c.column in verbatim and (c.column, c.passes) in applied
+    )
+
+
 def failed_rows(
-    schema: pa.DataFrameSchema, source: str, carry: list[str], columns: Collection[str] = ()
+    schema: pa.DataFrameSchema,
+    source: str,
+    carry: list[str],
+    columns: Collection[str] = (),
+    holds: Collection[str] = (),
 ) -> str:
     """SQL: one row per (row of ``source``, failed check): ``carry`` columns, column_name, rule, value.
 
     One scan: rows that pass every check are dropped by the WHERE before any failure is spelled out.
-    ``columns`` are the source's columns beyond the schema's (see :func:`compile_checks`).
+    ``columns`` are the source's columns beyond the schema's (see :func:`compile_checks`); ``holds``
+    are predicates known to hold (see :func:`applied_upstream`), not evaluated again.
     """
-    checks = compile_checks(schema, columns)
+    checks = [c for c in compile_checks(schema, columns) if c.passes not in holds]
     kept = "".join(f"{quote(c)}, " for c in carry)
     if not checks:
         return (
@@ -143,14 +163,16 @@ def failed_rows(
     """
 
 
-def _sql_failures(con: duckdb.DuckDBPyConnection, sql: str, schema: pa.DataFrameSchema) -> pd.DataFrame:
+def _sql_failures(
+    con: duckdb.DuckDBPyConnection, sql: str, schema: pa.DataFrameSchema, holds: Collection[str]
+) -> pd.DataFrame:
     """Failure cases over every row, at most ``CASES_PER_CHECK`` per check and key."""
     columns = columns_of(con, sql)
     frames = [
         con.execute(
             f"""
             SELECT column_name AS "column", rule AS "check", value AS failure_case, NULL AS "index"
-            FROM ({failed_rows(schema, sql, [], columns)})
+            FROM ({failed_rows(schema, sql, [], columns, holds)})
             QUALIFY row_number() OVER (PARTITION BY column_name, rule) <= {CASES_PER_CHECK}
             """
         ).df()
@@ -181,9 +203,15 @@ def _sample_failures(con: duckdb.DuckDBPyConnection, sql: str, schema: pa.DataFr
     return pd.DataFrame(columns=FAILURE_COLUMNS)
 
 
-def table_failures(con: duckdb.DuckDBPyConnection, sql: str, schema: pa.DataFrameSchema) -> pd.DataFrame:
-    """Failure cases of the rows ``sql`` returns against ``schema``; empty means they meet it."""
+def table_failures(
+    con: duckdb.DuckDBPyConnection, sql: str, schema: pa.DataFrameSchema, holds: Collection[str] = ()
+) -> pd.DataFrame:
+    """Failure cases of the rows ``sql`` returns against ``schema``; empty means they meet it.
+
+    ``holds``: predicates already enforced on every row upstream; the SQL scan skips them, pandera's
+    sample still applies the whole schema.
+    """
     cases = pd.concat(
-        [_sample_failures(con, sql, schema), _sql_failures(con, sql, schema)], ignore_index=True
+        [_sample_failures(con, sql, schema), _sql_failures(con, sql, schema, holds)], ignore_index=True
     )
     return cases.drop_duplicates(["column", "check", "failure_case"], ignore_index=True)

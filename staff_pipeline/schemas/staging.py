@@ -138,10 +138,14 @@ natural_key_rows = pa.DataFrameSchema(
 _key = pa.Column(nullable=False)
 _date = pa.Column("datetime64[us]", nullable=False)
 _opt_date = pa.Column("datetime64[us]", nullable=True)
+# One integer per record key (the same in the three Edu-V tables), for joins downstream; Edu-V
+# numbers are below every SIS number.
+_record_no = pa.Column("int64")
 
 stg_eduv_employees = pa.DataFrameSchema(
     {
         "record_key": pa.Column(checks=pa.Check.str_startswith("eduv:"), unique=True),
+        "record_no": pa.Column("int64", unique=True),
         "school_key": _key,
         **_eduv_person_columns(),
         "date_created": pa.Column(nullable=False),
@@ -152,7 +156,7 @@ stg_eduv_employees = pa.DataFrameSchema(
 )
 
 stg_eduv_employee_ids = pa.DataFrameSchema(
-    {"record_key": _key, **eduv_employee_id_rows.columns},
+    {"record_key": _key, "record_no": _record_no, **eduv_employee_id_rows.columns},
     unique=["record_key", "user_id_type", "user_id"],
     strict=True,
     name="stg_eduv_employee_ids",
@@ -161,6 +165,7 @@ stg_eduv_employee_ids = pa.DataFrameSchema(
 stg_eduv_employee_roles = pa.DataFrameSchema(
     {
         "record_key": _key,
+        "record_no": _record_no,
         "school_key": _key,
         "organisation_role": _text(rules.one_of(ORGANISATION_ROLES), required=True),
         "begin_date": _date,
@@ -175,6 +180,7 @@ stg_eduv_employee_roles = pa.DataFrameSchema(
 stg_sis_staff_assignments = pa.DataFrameSchema(
     {
         "record_key": pa.Column(checks=pa.Check.str_startswith("sis:")),
+        "record_no": _record_no,
         "lea_id": pa.Column("int64"),
         "file_name": _key,
         "line_number": pa.Column("int32"),

@@ -17,13 +17,13 @@ import pandas as pd
 from staff_pipeline.config import GateSettings
 from staff_pipeline.schemas import sql as schema_sql
 from staff_pipeline.schemas import staging as schemas
-from staff_pipeline.transform.staging import CANDIDATES
+from staff_pipeline.transform.staging import CANDIDATES, gate_source
 from staff_pipeline.warehouse import columns_of, table_exists
 
 # Which copy of a duplicated natural key stays: the first in the export.
-_ORDER = {"stg_sis_staff_assignments": "lea_id, file_name, line_number"}
+_ORDER = {"stg_sis_staff_assignments": "export_no"}
 SOURCES = {name: ("sis" if "sis" in name else "eduv") for name in schemas.ROW_GATES}
-_CARRY = ["record_key", "location", "lea_id"]
+_CARRY = ["record_key", "location", "lea_id", "row_no"]
 SAMPLE_PER_TABLE = 20
 
 
@@ -48,25 +48,25 @@ def _duplicates_sql(table: str) -> str:
     [[key]] = schema_sql.unique_keys(schemas.natural_key_rows)
     return f"""
         SELECT {", ".join(_CARRY)}, '{key}', '{schema_sql.DUPLICATE_KEY}', {key}
-        FROM {CANDIDATES[table]} c
-        WHERE {key} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM _failed f WHERE f.location = c.location)
-        QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {_ORDER.get(table, "location")}) > 1
+        FROM ({gate_source(table)}) c ANTI JOIN _failed f USING (row_no)
+        WHERE {key} IS NOT NULL
+        QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {_ORDER[table]}) > 1
     """
 
 
 def run_row_gate(con: duckdb.DuckDBPyConnection, run_id: str) -> RowGateResult:
     """Validate every candidate table, append the failures to ``rejected_rows``.
 
-    Leaves the temp table ``gate_rejected(location)`` for :func:`staging.build_staged` and
+    Leaves the temp table ``gate_rejected(table_name, row_no)`` for :func:`staging.build_staged` and
     ``stg_lea_counts__next`` (rows and rejected rows per LEA) for the per-LEA thresholds.
     """
     con.execute(
         "CREATE OR REPLACE TEMP TABLE gate_rejected_rows(table_name VARCHAR, source VARCHAR, "
-        "record_key VARCHAR, location VARCHAR, lea_id BIGINT, column_name VARCHAR, rule VARCHAR, "
-        "value VARCHAR)"
+        "record_key VARCHAR, location VARCHAR, lea_id BIGINT, row_no BIGINT, column_name VARCHAR, "
+        "rule VARCHAR, value VARCHAR)"
     )
     for table, schema in schemas.ROW_GATES.items():
-        source = f"SELECT * FROM {CANDIDATES[table]}"
+        source = gate_source(table)
         columns = columns_of(con, source)
         failed = schema_sql.failed_rows(schema, source, _CARRY, columns)
         con.execute(f"CREATE OR REPLACE TEMP TABLE _failed AS {failed}")
@@ -84,7 +84,7 @@ def run_row_gate(con: duckdb.DuckDBPyConnection, run_id: str) -> RowGateResult:
     )
     con.execute(
         "CREATE OR REPLACE TEMP TABLE gate_rejected AS "
-        "SELECT DISTINCT location, lea_id FROM gate_rejected_rows"
+        "SELECT DISTINCT table_name, row_no FROM gate_rejected_rows"
     )
     # Shares count records: an employee element (with its ids), a role, a SIS row. A rejected id
     # rejects its employee element, so it counts as that element.

@@ -25,9 +25,12 @@ from staff_pipeline.warehouse import table_exists
 ID_STRENGTH = {"wiseid": 1, "local_code": 2}
 EDUV_ID_STRENGTH = 3
 MAX_ITERATIONS = 50
+# Finds candidate shared identifiers cheaply; exactness never depends on it (see _collect_identifiers).
+ID_HASH = "hash(id_type, id_value)"
 _WORK_TABLES = (
     "id_links",
-    "id_keys",
+    "id_shared",
+    "id_edges",
     "id_records",
     "id_ambiguous",
     "id_nodes",
@@ -41,7 +44,7 @@ _WORK_TABLES = (
     "id_email_bad",
     "id_final",
     "id_matched_by",
-    "id_person",
+    "id_anchor",
     "_cc_next",
 )
 
@@ -76,79 +79,92 @@ def _components(con: duckdb.DuckDBPyConnection, nodes: str, edges: str, out: str
 
 
 def _conflicts(group_table: str) -> str:
-    """Groups (``group_table(node=rid, label)``) that hold records which cannot be one person."""
+    """Groups (``group_table(node=rid, label)``) that hold records which cannot be one person: two
+    Edu-V employees, two SIS staff of one LEA, or two WISEids. Plain aggregates, no DISTINCT counts:
+    a member is one row, and two WISEids show as min <> max."""
     return f"""
         WITH merged AS (  -- only a group of several records can hold two people
-            SELECT node, label FROM {group_table} QUALIFY count(*) OVER (PARTITION BY label) > 1
+            SELECT g.node, g.label FROM {group_table} g
+            SEMI JOIN (SELECT label FROM {group_table} GROUP BY label HAVING count(*) > 1) USING (label)
         )
         SELECT g.label FROM merged g JOIN id_records r ON r.rid = g.node
-        LEFT JOIN (SELECT rid, kid FROM id_links WHERE id_type = 'wiseid') w ON w.rid = g.node
         GROUP BY g.label
-        HAVING count(DISTINCT r.rid) FILTER (WHERE r.source = 'eduv') > 1
-            OR count(DISTINCT r.rid) FILTER (WHERE r.source = 'sis')
+        HAVING count(*) FILTER (WHERE r.source = 'eduv') > 1
+            OR count(*) FILTER (WHERE r.source = 'sis')
                > count(DISTINCT r.lea_id) FILTER (WHERE r.source = 'sis')
-            OR count(DISTINCT w.kid) > 1
+        UNION
+        SELECT g.label FROM merged g JOIN id_links w ON w.rid = g.node AND w.id_type = 'wiseid'
+        GROUP BY g.label HAVING min(w.id_value) <> max(w.id_value)
     """
 
 
 def _collect_identifiers(con: duckdb.DuckDBPyConnection) -> None:
-    """``id_records`` (one number ``rid`` per record) and ``id_links`` (each record's identifiers,
-    with one number ``kid`` per identifier): the matching then works on integers, not on text.
+    """``id_records`` (one row per record, ``rid`` = the staged ``record_no``), ``id_links`` (each
+    record's identifiers) and ``id_edges``: the links of identifiers two or more records hold, with
+    a number ``kid`` per identifier. The rest (most of them) link nothing.
 
-    ``rid`` follows the record keys' order, so a group's label (its smallest ``rid``) is its
-    smallest record key, as the person ids and tie-breaks below expect.
+    The staged tables number their records (Edu-V numbers below SIS numbers), so the matching runs
+    on integers from the start. Shared identifiers are found on a hash of the text first: hashes held
+    by one record are dropped on integers, and only the candidates left are grouped by their text,
+    so a hash collision can only cost time, never merge two identifiers.
     """
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE id_records AS
-        SELECT row_number() OVER (ORDER BY record_key) AS rid, * FROM (
-            SELECT record_key, 'eduv' AS source, NULL::BIGINT AS lea_id FROM stg_eduv_employees
-            UNION ALL
-            SELECT DISTINCT record_key, 'sis', lea_id FROM stg_sis_staff_assignments
-        )
+        SELECT record_no AS rid, record_key, 'eduv' AS source, NULL::BIGINT AS lea_id FROM stg_eduv_employees
+        UNION ALL
+        SELECT record_no, any_value(record_key), 'sis', any_value(lea_id)
+        FROM stg_sis_staff_assignments GROUP BY record_no
         """
     )
     con.execute(
-        """
+        f"""
         CREATE OR REPLACE TEMP TABLE id_links AS
         WITH eduv_leas AS (
-            SELECT e.record_key, o.lea_id
+            SELECT e.record_no, o.lea_id
             FROM stg_eduv_employees e JOIN cfg_organisations o USING (school_key)
             UNION
-            SELECT r.record_key, o.lea_id
+            SELECT r.record_no, o.lea_id
             FROM stg_eduv_employee_roles r JOIN cfg_organisations o USING (school_key)
         ),
         sis AS (  -- an SIS person has a row per assignment: their identifiers, once
-            SELECT DISTINCT record_key, lea_id::VARCHAR AS scope,
+            SELECT DISTINCT record_no, lea_id AS scope,
                    unnest(['wiseid', 'local_code', 'email', 'email']) AS id_type,
                    unnest([state_staff_id, lea_id || ':' || local_staff_id, email, alt_email]) AS id_value
             FROM stg_sis_staff_assignments
         ),
-        raw AS (  -- the Edu-V parts are distinct already (one staged row per employee and id)
-            SELECT record_key, '' AS scope, user_id_type AS id_type, user_id AS id_value
-            FROM stg_eduv_employee_ids
+        links AS (
+            SELECT record_no AS rid, 'eduv' AS source, NULL::BIGINT AS scope, user_id_type AS id_type,
+                   user_id AS id_value
+            FROM stg_eduv_employee_ids  -- distinct per record already (its schema's key)
             UNION ALL
-            SELECT e.record_key, '', 'local_code', l.lea_id || ':' || e.local_code
-            FROM stg_eduv_employees e JOIN eduv_leas l USING (record_key) WHERE e.local_code IS NOT NULL
+            SELECT e.record_no, 'eduv', NULL, 'local_code', l.lea_id || ':' || e.local_code
+            FROM stg_eduv_employees e JOIN eduv_leas l USING (record_no) WHERE e.local_code IS NOT NULL
             UNION ALL
-            SELECT record_key, '', 'email', email FROM stg_eduv_employees WHERE email IS NOT NULL
+            SELECT record_no, 'eduv', NULL, 'email', email FROM stg_eduv_employees WHERE email IS NOT NULL
             UNION ALL
-            SELECT * FROM sis
+            SELECT record_no, 'sis', scope, id_type, id_value FROM sis WHERE id_value IS NOT NULL
         )
-        SELECT r.rid, r.source, x.scope, x.id_type, x.id_value
-        FROM raw x JOIN id_records r USING (record_key) WHERE x.id_value IS NOT NULL
+        SELECT *, {ID_HASH} AS h FROM links
         """
     )
     con.execute(
         """
-        CREATE OR REPLACE TEMP TABLE id_keys AS
-        SELECT row_number() OVER () AS kid, id_type, id_value
-        FROM (SELECT DISTINCT id_type, id_value FROM id_links)
+        CREATE OR REPLACE TEMP TABLE id_shared AS
+        SELECT l.* FROM id_links l
+        SEMI JOIN (SELECT h FROM id_links GROUP BY h HAVING min(rid) < max(rid)) USING (h)
         """
     )
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE id_links AS "
-        "SELECT l.*, k.kid FROM id_links l JOIN id_keys k USING (id_type, id_value)"
+        """
+        CREATE OR REPLACE TEMP TABLE id_edges AS
+        WITH keys AS (
+            SELECT row_number() OVER () AS kid, id_type, id_value
+            FROM id_shared GROUP BY id_type, id_value HAVING min(rid) < max(rid)
+        )
+        SELECT s.rid, s.source, s.scope, s.id_type, s.id_value, k.kid
+        FROM id_shared s JOIN keys k USING (id_type, id_value)
+        """
     )
 
 
@@ -169,7 +185,7 @@ def match(con: duckdb.DuckDBPyConnection) -> None:
         """
         CREATE OR REPLACE TEMP TABLE id_ambiguous AS
         SELECT kid, any_value(id_type) AS id_type, any_value(id_value) AS id_value, list(rid) AS rids
-        FROM id_links WHERE id_type <> 'email'
+        FROM id_edges WHERE id_type <> 'email'
         GROUP BY kid, source, scope HAVING count(*) > 1
         """
     )
@@ -186,9 +202,8 @@ def match(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE id_strong_edges AS
-        SELECT rid AS node, kid AS key FROM id_links l
+        SELECT rid AS node, kid AS key, id_type FROM id_edges
         WHERE id_type <> 'email' AND kid NOT IN (SELECT kid FROM id_ambiguous)
-        QUALIFY count(*) OVER (PARTITION BY kid) > 1  -- an identifier on one record links nothing
         """
     )
     _components(con, "id_nodes", "id_strong_edges", "id_strong")
@@ -210,7 +225,7 @@ def match(con: duckdb.DuckDBPyConnection) -> None:
         CREATE OR REPLACE TEMP TABLE id_email_edges AS
         SELECT node, key FROM (
             SELECT DISTINCT s.label AS node, l.kid AS key
-            FROM id_links l JOIN id_strong s ON s.node = l.rid WHERE l.id_type = 'email'
+            FROM id_edges l JOIN id_strong s ON s.node = l.rid WHERE l.id_type = 'email'
         )
         QUALIFY count(*) OVER (PARTITION BY key) > 1
         """
@@ -234,7 +249,8 @@ def match(con: duckdb.DuckDBPyConnection) -> None:
         SELECT 'ambiguous_email', 'email', any_value(k.id_value),
                list(DISTINCT r.record_key ORDER BY r.record_key),
                'one email address shared by different people: not merged'
-        FROM shared JOIN id_keys k ON k.kid = shared.key JOIN id_email_edges x ON x.key = shared.key
+        FROM shared JOIN (SELECT DISTINCT kid, id_value FROM id_edges) k ON k.kid = shared.key
+        JOIN id_email_edges x ON x.key = shared.key
         JOIN id_strong s ON s.label = x.node JOIN id_records r ON r.rid = s.node
         GROUP BY shared.key
         """
@@ -260,10 +276,9 @@ def _matched_by(con: duckdb.DuckDBPyConnection) -> None:
         f"""
         CREATE OR REPLACE TEMP TABLE id_matched_by AS
         WITH shared AS (
-            SELECT f.label, CASE l.id_type {strength} ELSE {EDUV_ID_STRENGTH} END AS strength
-            FROM id_strong_edges e JOIN id_final f ON f.rid = e.node JOIN id_links l
-              ON l.rid = e.node AND l.kid = e.key
-            GROUP BY f.label, e.key, l.id_type HAVING count(DISTINCT e.node) > 1
+            SELECT f.label, CASE e.id_type {strength} ELSE {EDUV_ID_STRENGTH} END AS strength
+            FROM id_strong_edges e JOIN id_final f ON f.rid = e.node
+            GROUP BY f.label, e.key, e.id_type HAVING count(DISTINCT e.node) > 1
         ),
         best AS (SELECT label, min(strength) AS strength FROM shared GROUP BY label),
         sizes AS (SELECT label, count(*) AS records, count(DISTINCT strong_label) AS groups
@@ -278,65 +293,73 @@ def _matched_by(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _assign_person_ids(con: duckdb.DuckDBPyConnection) -> None:
-    """Reuse last run's person_id where this group's identifiers point at one; else derive a new one."""
-    if table_exists(con, "staff_identifiers"):
-        previous = "SELECT person_id, id_type, id_value FROM staff_identifiers WHERE id_type <> 'email'"
-    else:
-        previous = "SELECT NULL::VARCHAR person_id, NULL::VARCHAR id_type, NULL::VARCHAR id_value WHERE false"
+    """Reuse last run's person_id where this group's identifiers point at one; else derive a new one
+    from the group's anchor, its smallest record key (an Edu-V key sorts before an SIS key)."""
     con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE id_person AS
-        WITH own AS (
-            SELECT f.label, l.id_type, l.id_value FROM id_links l JOIN id_final f USING (rid)
-            WHERE l.id_type <> 'email'
-            UNION SELECT f.label, 'record_key', r.record_key FROM id_final f JOIN id_records r USING (rid)
-        ),
-        votes AS (
-            SELECT o.label, p.person_id, count(*) AS n
-            FROM own o JOIN ({previous}) p USING (id_type, id_value) GROUP BY ALL
-        ),
-        claimed AS (  -- each group's best previous id, and each previous id to its best group
+        """
+        CREATE OR REPLACE TEMP TABLE id_anchor AS
+        SELECT f.label, min(r.record_key) AS anchor
+        FROM id_final f JOIN id_records r USING (rid) GROUP BY f.label
+        """
+    )
+    claimed = "SELECT NULL::BIGINT AS label, NULL::VARCHAR AS person_id WHERE false"
+    if table_exists(con, "staff_identifiers"):
+        claimed = """
+            WITH own AS (
+                SELECT f.label, l.id_type, l.id_value FROM id_links l JOIN id_final f USING (rid)
+                WHERE l.id_type <> 'email'
+                UNION SELECT f.label, 'record_key', r.record_key FROM id_final f JOIN id_records r USING (rid)
+            ),
+            votes AS (
+                SELECT o.label, p.person_id, count(*) AS n
+                FROM own o JOIN staff_identifiers p USING (id_type, id_value) WHERE p.id_type <> 'email'
+                GROUP BY ALL
+            )
+            -- each group's best previous id, and each previous id to its best group
             SELECT label, person_id FROM votes
             QUALIFY row_number() OVER (PARTITION BY label ORDER BY n DESC, person_id) = 1
                 AND row_number() OVER (PARTITION BY person_id ORDER BY n DESC, label) = 1
-        ),
-        anchor AS (  -- a group's label is its smallest rid, so its smallest record key
-            SELECT f.label, r.record_key AS anchor
-            FROM (SELECT DISTINCT label FROM id_final) f JOIN id_records r ON r.rid = f.label
-        )
-        SELECT a.label, coalesce(c.person_id, 'P' || upper(substr(md5(a.anchor), 1, 15))) AS person_id
-        FROM anchor a LEFT JOIN claimed c USING (label)
         """
-    )
     con.execute(
-        """
+        f"""
         CREATE OR REPLACE TEMP TABLE person_map AS
-        SELECT r.rid, r.record_key, r.source, r.lea_id, p.person_id, m.matched_by
-        FROM id_final f JOIN id_records r USING (rid) JOIN id_person p USING (label)
+        WITH claimed AS ({claimed}),
+        person AS (
+            SELECT a.label, coalesce(c.person_id, 'P' || upper(substr(md5(a.anchor), 1, 15))) AS person_id
+            FROM id_anchor a LEFT JOIN claimed c USING (label)
+        )
+        SELECT r.rid, r.record_key, r.source, r.lea_id, f.label, p.person_id, m.matched_by
+        FROM id_final f JOIN id_records r USING (rid) JOIN person p USING (label)
         JOIN id_matched_by m USING (label)
         """
     )
     con.execute(
         """
         CREATE OR REPLACE TABLE staff_identifiers__cand AS
-        WITH ids AS (  -- one row per person, identifier and source, found on integers
-            SELECT DISTINCT f.label, l.kid, l.source FROM id_links l JOIN id_final f USING (rid)
-            WHERE l.id_type <> 'email'  -- emails are contacts (staff_contacts), not kept identities
+        WITH repeats AS (  -- a shared identifier is kept once per person and source: its first record's
+            SELECT m.label, e.source, any_value(e.id_type) AS id_type, any_value(e.id_value) AS id_value,
+                   min(e.rid) AS kept
+            FROM id_edges e JOIN person_map m USING (rid) WHERE e.id_type <> 'email'
+            GROUP BY m.label, e.kid, e.source HAVING count(*) > 1
         )
-        SELECT p.person_id, k.id_type, k.id_value, ids.source
-        FROM ids JOIN id_person p USING (label) JOIN id_keys k USING (kid)
-        UNION ALL SELECT person_id, 'record_key', record_key, source FROM person_map
+        SELECT m.person_id, l.id_type, l.id_value, l.source
+        FROM id_links l JOIN person_map m USING (rid)
+        ANTI JOIN repeats r ON r.label = m.label AND r.source = l.source AND r.id_type = l.id_type
+             AND r.id_value = l.id_value AND r.kept <> l.rid
+        WHERE l.id_type <> 'email'  -- emails are contacts (staff_contacts), not kept identities
+        UNION ALL
+        SELECT person_id, 'record_key', record_key, source FROM person_map
         """
     )
     con.execute(
         """
         CREATE OR REPLACE TABLE staff_match_issues__next AS
-        WITH x AS (SELECT row_number() OVER () AS n, * FROM staff_match_issues__next),
-        p AS (
-            SELECT x.n, list(DISTINCT m.person_id ORDER BY m.person_id) AS person_ids
-            FROM x, unnest(x.record_keys) AS t(record_key) JOIN person_map m ON m.record_key = t.record_key
-            GROUP BY x.n
+        WITH p AS (  -- an issue is its row (rowid), read once here
+            SELECT x.rowid AS n, list(DISTINCT m.person_id ORDER BY m.person_id) AS person_ids
+            FROM staff_match_issues__next x, unnest(x.record_keys) AS t(record_key)
+            JOIN person_map m ON m.record_key = t.record_key
+            GROUP BY x.rowid
         )
-        SELECT x.* EXCLUDE (n), p.person_ids FROM x LEFT JOIN p USING (n)
+        SELECT x.*, p.person_ids FROM staff_match_issues__next x LEFT JOIN p ON p.n = x.rowid
         """
     )

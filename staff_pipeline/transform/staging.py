@@ -2,9 +2,12 @@
 
 Each candidate table holds the staged columns as text exactly as received, the ``TRY_CAST`` result
 beside it (``<column>__v``), the lookups against ``data/`` (``school_known``, ``role_known``), the
-row's ``location`` (``file:line`` or ``request_id:element``) and its ``lea_id``. The gate
-(:mod:`staff_pipeline.transform.gate`) decides which rows go on; :func:`build_staged` then writes the
-accepted rows, typed, into ``stg_*__next`` tables. Nothing here raises on a bad value.
+row's ``lea_id`` and integer keys: an Edu-V row's ``element_id`` (the ``rowid`` of its raw element)
+with its ``request_no`` and ``element_no`` (and ``id_no``/``role_no`` within the element), a SIS row's
+``export_no``. Joins, groups and windows use those; the text ``location`` (``file:line`` or
+``request_id:element``) is spelled out only for the rows the gate rejects (:func:`gate_source`).
+The gate (:mod:`staff_pipeline.transform.gate`) decides which rows go on; :func:`build_staged` then
+writes the accepted rows, typed, into ``stg_*__next`` tables. Nothing here raises on a bad value.
 
 Edu-V schools whose latest request failed, or answered with fewer than ``min_employees_per_school``
 employees, are read from the last request the gate accepted for them (``eduv_accepted_requests``):
@@ -52,6 +55,18 @@ def _sis_date(expr: str) -> str:
     return f"COALESCE(TRY_CAST({expr} AS DATE), TRY_CAST(TRY_STRPTIME({expr}, '%m/%d/%Y') AS DATE))"
 
 
+def _known_roles(source: str) -> str:
+    """SQL: the (``source_role``, ``sector``) pairs the role crosswalk maps for ``source``, one row each,
+    over the configured schools' sectors (a crosswalk row without a sector maps its role in all of them).
+    A lookup in it replaces a correlated EXISTS, which DuckDB evaluates by grouping every candidate row."""
+    return f"""
+        SELECT DISTINCT x.source_role, o.sector
+        FROM cfg_role_crosswalk x
+        JOIN (SELECT DISTINCT sector FROM cfg_organisations) o ON x.sector IS NULL OR x.sector = o.sector
+        WHERE x.source = '{source}'
+    """
+
+
 def register_config(con: duckdb.DuckDBPyConnection, config_dir: Path | None = None) -> None:
     """Expose the validated organisation and crosswalk files to SQL as ``cfg_*`` views."""
     con.register("cfg_organisations", load_organisations(config_dir))
@@ -72,10 +87,14 @@ def ensure_state(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def select_eduv_requests(con: duckdb.DuckDBPyConnection, min_employees: int) -> None:
-    """``eduv_requests_used``: per configured school, the request whose employees are staged."""
+    """``eduv_requests_used``: per configured school, the request whose employees are staged.
+
+    ``request_no`` numbers the requests in the text order of ``request_id || ':'``, the start of
+    their elements' locations, for the tie-breaks of :func:`build_staged`.
+    """
     con.execute(
         "CREATE OR REPLACE TEMP TABLE eduv_requests_used(school_key VARCHAR, lea_id BIGINT, "
-        "request_id VARCHAR, pulled BOOLEAN)"
+        "request_id VARCHAR, pulled BOOLEAN, request_no BIGINT)"
     )
     if not table_exists(con, "raw_eduv_requests"):
         return
@@ -87,32 +106,41 @@ def select_eduv_requests(con: duckdb.DuckDBPyConnection, min_employees: int) -> 
                    row_number() OVER (
                        PARTITION BY school_key ORDER BY extracted_at DESC, request_id DESC) AS n
             FROM raw_eduv_requests
+        ),
+        used AS (
+            SELECT o.school_key, o.lea_id,
+                   CASE WHEN l.ok AND l.employee_count >= $min THEN l.request_id ELSE a.request_id END
+                       AS request_id,
+                   coalesce(l.ok AND l.employee_count >= $min, false) AS pulled
+            FROM cfg_organisations o
+            LEFT JOIN latest l ON l.school_key = o.school_key AND l.n = 1
+            LEFT JOIN eduv_accepted_requests a ON a.school_key = o.school_key
         )
-        SELECT o.school_key, o.lea_id,
-               CASE WHEN l.ok AND l.employee_count >= $min THEN l.request_id ELSE a.request_id END,
-               coalesce(l.ok AND l.employee_count >= $min, false)
-        FROM cfg_organisations o
-        LEFT JOIN latest l ON l.school_key = o.school_key AND l.n = 1
-        LEFT JOIN eduv_accepted_requests a ON a.school_key = o.school_key
+        SELECT *, row_number() OVER (ORDER BY request_id || ':', school_key) FROM used
         """,
         {"min": min_employees},
     )
 
 
 def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
-    """Parse each selected employee element once (``json_transform``) and flatten ids and roles."""
+    """Parse each selected employee element once (``json_transform``) and flatten ids and roles.
+
+    Ids and roles carry their element's ``element_id`` and their index in it, not its record key or
+    location: :func:`gate_source` and :func:`build_staged` take those from ``cand_eduv_employees``.
+    """
     roles = ", ".join(f"'{r}'" for r in ORGANISATION_ROLES)
     priority = ", ".join(f"'{t}'" for t in USER_ID_PRIORITY)
     source = (
         "raw_eduv_employees"
         if table_exists(con, "raw_eduv_employees")
-        else "(SELECT NULL::VARCHAR request_id, NULL::VARCHAR school_key, NULL::INT element_no, "
-        "NULL::JSON employee WHERE false)"
+        else "(SELECT NULL::BIGINT rowid, NULL::VARCHAR request_id, NULL::VARCHAR school_key, "
+        "NULL::INT element_no, NULL::JSON employee WHERE false)"
     )
+    # The raw element's rowid is its id: unique, and the same for the same warehouse contents.
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE eduv_elements AS
-        SELECT r.request_id || ':' || r.element_no AS location, r.school_key, u.lea_id,
+        SELECT r.rowid AS element_id, u.request_no, r.element_no, r.school_key, u.lea_id,
                json_transform(r.employee, '{_EMPLOYEE_SHAPE}') AS e
         FROM {source} r
         JOIN eduv_requests_used u ON u.request_id = r.request_id AND u.school_key = r.school_key
@@ -120,30 +148,92 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
     )
     con.execute(
         f"""
-        CREATE OR REPLACE TEMP TABLE eduv_ids_raw AS
+        CREATE OR REPLACE TEMP TABLE cand_eduv_employee_ids AS
         WITH t AS (
-            SELECT location AS element, lea_id, unnest(e.userIds) AS x, generate_subscripts(e.userIds, 1) AS i
+            SELECT element_id, unnest(e.userIds) AS x, generate_subscripts(e.userIds, 1) - 1 AS id_no
             FROM eduv_elements
         )
-        SELECT element || '/userIds[' || (i - 1) || ']' AS location, element, lea_id,
-               {_clean("x.userIdType")} AS user_id_type, {_clean("x.userId")} AS user_id,
-               list_position([{priority}], {_clean("x.userIdType")}) AS priority
+        SELECT element_id, id_no,
+               {_clean("x.userIdType")} AS user_id_type, {_clean("x.userId")} AS user_id
         FROM t
         """
     )
+    # A role's school and role check depend on its organisation and role name only, and roles name
+    # few distinct pairs: each pair is resolved once. The organisation's references ('M:' master id,
+    # 'I:type:id' secondary ids) resolve to the configured schools they name, the smallest school_key
+    # first (none: an unknown school).
     con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE eduv_record_keys AS
-        SELECT element, 'eduv:' || arg_min(user_id_type || ':' || user_id, priority) AS record_key,
-               max(user_id) FILTER (WHERE user_id_type = 'ASI') AS local_code
-        FROM eduv_ids_raw WHERE priority > 0 AND user_id IS NOT NULL
-        GROUP BY element
+        f"""
+        CREATE OR REPLACE TEMP TABLE cand_eduv_employee_roles AS
+        WITH roles AS (
+            SELECT element_id, lea_id, unnest(e.organisationRoles) AS r,
+                   generate_subscripts(e.organisationRoles, 1) - 1 AS role_no
+            FROM eduv_elements
+        ),
+        kinds AS (
+            SELECT org, organisation_role, list_concat(
+                       CASE WHEN org.organisationMasterIdentifier IS NULL THEN []
+                            ELSE ['M:' || trim(org.organisationMasterIdentifier)] END,
+                       list_transform(org.organisationIds,
+                       lambda o: 'I:' || trim(o.organisationIdType) || ':' || trim(o.organisationId))
+                   ) AS refs
+            FROM (
+                SELECT DISTINCT r.organisation AS org, {_clean("r.organisationRole")} AS organisation_role
+                FROM roles
+            )
+        ),
+        org_keys AS (
+            SELECT 'M:' || eduv_org_master_id AS ref, school_key, lea_id, sector FROM cfg_organisations
+            WHERE eduv_org_master_id IS NOT NULL
+            UNION ALL
+            SELECT 'I:' || eduv_org_id_type || ':' || eduv_org_id, school_key, lea_id, sector
+            FROM cfg_organisations
+            WHERE eduv_org_id IS NOT NULL
+        ),
+        schools AS (
+            SELECT k.org, k.organisation_role, array_to_string(k.refs, ' ') AS organisation,
+                   min(o.school_key) AS school_key, arg_min(o.lea_id, o.school_key) AS lea_id,
+                   arg_min(o.sector, o.school_key) AS sector
+            FROM kinds k
+            LEFT JOIN LATERAL (SELECT unnest(k.refs) AS ref) r ON true
+            LEFT JOIN org_keys o ON o.ref = r.ref
+            GROUP BY k.org, k.organisation_role, k.refs
+        ),
+        resolved AS (
+            SELECT s.*, s.school_key IS NOT NULL AS school_known,
+                   s.school_key IS NULL OR s.organisation_role NOT IN ({roles}) OR x.source_role IS NOT NULL
+                       AS role_known
+            FROM schools s
+            LEFT JOIN ({_known_roles("eduv")}) x
+              ON x.source_role = s.organisation_role AND x.sector IS NOT DISTINCT FROM s.sector
+        )
+        SELECT rr.element_id, rr.role_no, coalesce(s.lea_id, rr.lea_id) AS lea_id, s.school_key,
+               s.organisation, s.organisation_role,
+               {_clean("rr.r.beginDate")} AS begin_date,
+               TRY_CAST({_clean("rr.r.beginDate")} AS DATE) AS begin_date__v,
+               {_clean("rr.r.endDate")} AS end_date,
+               TRY_CAST({_clean("rr.r.endDate")} AS DATE) AS end_date__v,
+               s.school_known, s.role_known
+        FROM roles rr
+        JOIN resolved s ON s.org IS NOT DISTINCT FROM rr.r.organisation
+                       AND s.organisation_role IS NOT DISTINCT FROM {_clean("rr.r.organisationRole")}
         """
     )
+    # A person's record key is their first id of the most trusted type.
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE cand_eduv_employees AS
-        SELECT el.location, el.location AS element, el.lea_id, k.record_key, el.school_key,
+        WITH ranked AS (
+            SELECT element_id, user_id_type, user_id, list_position([{priority}], user_id_type) AS priority
+            FROM cand_eduv_employee_ids
+        ),
+        record_keys AS (
+            SELECT element_id, 'eduv:' || arg_min(user_id_type || ':' || user_id, priority) AS record_key,
+                   max(user_id) FILTER (WHERE user_id_type = 'ASI') AS local_code
+            FROM ranked WHERE priority > 0 AND user_id IS NOT NULL
+            GROUP BY element_id
+        )
+        SELECT el.element_id, el.request_no, el.element_no, el.lea_id, k.record_key, el.school_key,
                {_clean("el.e.givenName")} AS given_name,
                {_clean("el.e.preferredFirstName")} AS preferred_first_name,
                {_clean("el.e.familyNamePrefix")} AS family_name_prefix,
@@ -156,92 +246,42 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
                {_clean("el.e.dateLastModified")} AS date_last_modified,
                TRY_CAST({_clean("el.e.dateLastModified")} AS TIMESTAMPTZ) AS date_last_modified__v,
                k.local_code
-        FROM eduv_elements el LEFT JOIN eduv_record_keys k ON k.element = el.location
+        FROM eduv_elements el LEFT JOIN record_keys k USING (element_id)
         """
     )
-    con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE cand_eduv_employee_ids AS
-        SELECT c.location, c.element, c.lea_id, k.record_key, c.user_id_type, c.user_id
-        FROM eduv_ids_raw c LEFT JOIN eduv_record_keys k USING (element)
-        """
-    )
-    # Organisation references resolve to a configured school by master id or any secondary id.
-    con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE org_keys AS
-        SELECT 'M:' || eduv_org_master_id AS ref, school_key, lea_id, sector FROM cfg_organisations
-        WHERE eduv_org_master_id IS NOT NULL
-        UNION ALL
-        SELECT 'I:' || eduv_org_id_type || ':' || eduv_org_id, school_key, lea_id, sector
-        FROM cfg_organisations
-        WHERE eduv_org_id IS NOT NULL
-        """
-    )
-    con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE eduv_roles_raw AS
-        WITH t AS (
-            SELECT location AS element, lea_id, unnest(e.organisationRoles) AS r,
-                   generate_subscripts(e.organisationRoles, 1) AS i
-            FROM eduv_elements
-        )
-        SELECT t.element || '/organisationRoles[' || (t.i - 1) || ']' AS location, t.element,
-               t.lea_id AS queried_lea_id, k.record_key, t.r,
-               list_concat(
-                   CASE WHEN t.r.organisation.organisationMasterIdentifier IS NULL THEN []
-                        ELSE ['M:' || trim(t.r.organisation.organisationMasterIdentifier)] END,
-                   list_transform(t.r.organisation.organisationIds,
-                   lambda o: 'I:' || trim(o.organisationIdType) || ':' || trim(o.organisationId))
-               ) AS refs
-        FROM t LEFT JOIN eduv_record_keys k USING (element)
-        """
-    )
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE cand_eduv_employee_roles AS
-        WITH refs AS (SELECT location, unnest(refs) AS ref FROM eduv_roles_raw),
-        resolved AS (
-            SELECT r.location, min(ok.school_key) AS school_key, arg_min(ok.lea_id, ok.school_key) AS lea_id,
-                   arg_min(ok.sector, ok.school_key) AS sector
-            FROM refs r JOIN org_keys ok USING (ref)
-            GROUP BY r.location
-        )
-        SELECT rr.location, rr.element, coalesce(s.lea_id, rr.queried_lea_id) AS lea_id, rr.record_key,
-               s.school_key, array_to_string(rr.refs, ' ') AS organisation,
-               {_clean("rr.r.organisationRole")} AS organisation_role,
-               {_clean("rr.r.beginDate")} AS begin_date,
-               TRY_CAST({_clean("rr.r.beginDate")} AS DATE) AS begin_date__v,
-               {_clean("rr.r.endDate")} AS end_date,
-               TRY_CAST({_clean("rr.r.endDate")} AS DATE) AS end_date__v,
-               s.school_key IS NOT NULL AS school_known,
-               s.school_key IS NULL OR {_clean("rr.r.organisationRole")} NOT IN ({roles}) OR EXISTS (
-                   SELECT 1 FROM cfg_role_crosswalk x
-                   WHERE x.source = 'eduv' AND x.source_role = {_clean("rr.r.organisationRole")}
-                     AND (x.sector IS NULL OR x.sector = s.sector)
-               ) AS role_known
-        FROM eduv_roles_raw rr LEFT JOIN resolved s USING (location)
-        """
-    )
-    # The parsed JSON is the bulk of the memory: free it before the gate reads candidates into pandas.
-    con.execute("DROP TABLE eduv_elements; DROP TABLE eduv_ids_raw; DROP TABLE eduv_roles_raw")
+    # The parsed JSON is the bulk of the memory: free it before the gate.
+    con.execute("DROP TABLE eduv_elements")
 
 
 def build_sis_candidates(con: duckdb.DuckDBPyConnection) -> None:
-    """One candidate per row of each LEA's latest landed export."""
+    """One candidate per row of each LEA's latest landed export.
+
+    ``export_no`` orders the rows as (lea_id, file_name, line_number) without sorting them: the
+    number of the row's file (``sis_files``; there are a few) shifted past any line number, plus the
+    line number. The files are numbered in a statement of their own: read twice in one statement, the
+    export would be materialised whole.
+    """
     text = ", ".join(f"{_clean(c)} AS {c}" for c in CANONICAL)
     if table_exists(con, "raw_sis_staff_latest"):
-        source = f"SELECT lea_id, file_name, line_number, {text} FROM raw_sis_staff_latest"
+        rows = "raw_sis_staff_latest"
     else:
         nulls = ", ".join(f"NULL::VARCHAR AS {c}" for c in CANONICAL)
-        source = (
-            f"SELECT NULL::BIGINT lea_id, NULL::VARCHAR file_name, NULL::INT line_number, {nulls} WHERE false"
+        rows = (
+            "(SELECT NULL::BIGINT lea_id, NULL::VARCHAR file_name, NULL::INT line_number, "
+            f"{nulls} WHERE false)"
         )
     con.execute(
         f"""
+        CREATE OR REPLACE TEMP TABLE sis_files AS
+        SELECT lea_id, file_name, row_number() OVER (ORDER BY lea_id, file_name) AS file_no
+        FROM (SELECT DISTINCT lea_id, file_name FROM {rows})
+        """
+    )
+    con.execute(
+        f"""
         CREATE OR REPLACE TEMP TABLE cand_sis_staff_assignments AS
-        WITH s AS ({source})
-        SELECT s.file_name || ':' || s.line_number AS location, s.lea_id,
+        WITH s AS (SELECT lea_id, file_name, line_number, {text} FROM {rows})
+        SELECT (f.file_no << 32) + s.line_number AS export_no, s.lea_id,
                'sis:' || s.lea_id || ':' || s.local_staff_id AS record_key,
                s.* EXCLUDE (lea_id, email, alt_email),
                lower(s.email) AS email, lower(s.alt_email) AS alt_email,
@@ -251,12 +291,11 @@ def build_sis_candidates(con: duckdb.DuckDBPyConnection) -> None:
                concat_ws('|', s.lea_id, s.local_staff_id, s.school_code, s.position_code,
                          {_sis_date("s.begin_date")}) AS natural_key,
                o.school_key IS NOT NULL AS school_known,
-               o.school_key IS NULL OR EXISTS (
-                   SELECT 1 FROM cfg_role_crosswalk x
-                   WHERE x.source = 'sis' AND x.source_role = s.position_code
-                     AND (x.sector IS NULL OR x.sector = o.sector)
-               ) AS role_known
-        FROM s LEFT JOIN cfg_organisations o ON o.sis_school_code = s.school_code AND o.lea_id = s.lea_id
+               o.school_key IS NULL OR x.source_role IS NOT NULL AS role_known
+        FROM s JOIN sis_files f USING (lea_id, file_name)
+        LEFT JOIN cfg_organisations o ON o.sis_school_code = s.school_code AND o.lea_id = s.lea_id
+        LEFT JOIN ({_known_roles("sis")}) x
+          ON x.source_role = s.position_code AND x.sector IS NOT DISTINCT FROM o.sector
         """
     )
 
@@ -268,59 +307,128 @@ def build_candidates(con: duckdb.DuckDBPyConnection, min_employees: int) -> None
     build_sis_candidates(con)
 
 
+# What the gate reads besides a candidate row ``c``: its ``location`` text (and, for an id or a role,
+# its element's record key; for an id, its element's LEA), with the joins that brings.
+_ELEMENT_OF = (
+    "JOIN cand_eduv_employees e USING (element_id) JOIN eduv_requests_used u ON u.request_no = e.request_no"
+)
+_GATE_READS = {
+    "stg_eduv_employees": (
+        "u.request_id || ':' || c.element_no AS location",
+        "JOIN eduv_requests_used u ON u.request_no = c.request_no",
+    ),
+    "stg_eduv_employee_ids": (
+        "e.record_key, e.lea_id, u.request_id || ':' || e.element_no || '/userIds[' || c.id_no || ']' "
+        "AS location",
+        _ELEMENT_OF,
+    ),
+    "stg_eduv_employee_roles": (
+        "e.record_key, u.request_id || ':' || e.element_no || '/organisationRoles[' || c.role_no || ']' "
+        "AS location",
+        _ELEMENT_OF,
+    ),
+    "stg_sis_staff_assignments": ("c.file_name || ':' || c.line_number AS location", ""),
+}
+
+
+def gate_source(table: str) -> str:
+    """SQL: ``table``'s candidates as the gate reads them: with ``row_no`` (the candidate's rowid:
+    candidate tables are written once per run, so it names the row in ``gate_rejected``) and the
+    ``location`` text. The gate's failure filter runs below the joins and this projection, so they
+    only run for the rows it rejects."""
+    columns, joins = _GATE_READS[table]
+    return f"SELECT c.rowid AS row_no, c.*, {columns} FROM {CANDIDATES[table]} c {joins}"
+
+
+def _accepted(table: str) -> str:
+    """SQL: the candidates of ``table`` the gate let through, as ``c``."""
+    return (
+        f"{CANDIDATES[table]} c ANTI JOIN (SELECT row_no FROM gate_rejected WHERE table_name = '{table}') g "
+        "ON g.row_no = c.rowid"
+    )
+
+
+SIS_RECORD_NO_BASE = 2**40  # above every Edu-V record_no (a raw rowid)
+
+
 def build_staged(con: duckdb.DuckDBPyConnection) -> None:
-    """Write the accepted candidates (not in temp ``gate_rejected``), typed, into ``stg_*__next``.
+    """Write the accepted candidates (the gate's ``gate_rejected(table_name, row_no)`` names the
+    others), typed, into ``stg_*__next``, each row with its record's ``record_no``.
 
     An Edu-V person seen in several schools' answers is one row, taken from the most recently
     modified accepted element; ids and roles are the union over that person's accepted elements.
+    Ties go to the first location in text order, without spelling locations out: ``request_no``
+    follows the text order of ``request_id:``, element numbers compare as text, and a role number
+    as text followed by the ``]`` that closes it.
+
+    ``record_no`` is one number per record key: for Edu-V the ``element_id`` of the element staged
+    as the person, for SIS ``SIS_RECORD_NO_BASE`` + the ``export_no`` of the record's first staged row.
     """
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE eduv_accepted AS
+        WITH records AS (
+            SELECT record_key,
+                   first(element_id ORDER BY date_last_modified__v DESC, request_no, element_no::VARCHAR)
+                       AS record_no
+            FROM {_accepted("stg_eduv_employees")}
+            GROUP BY record_key
+        )
+        SELECT c.element_id, c.request_no, c.element_no, c.date_last_modified__v, r.record_no
+        FROM {_accepted("stg_eduv_employees")} JOIN records r USING (record_key)
+        """
+    )
     con.execute(
         """
         CREATE OR REPLACE TABLE stg_eduv_employees__next AS
-        SELECT record_key, school_key, given_name, preferred_first_name, family_name_prefix, family_name,
-               email, phone, mobile, status, date_created__v AS date_created,
-               date_last_modified__v AS date_last_modified, local_code
-        FROM cand_eduv_employees c
-        WHERE NOT EXISTS (SELECT 1 FROM gate_rejected g WHERE g.location = c.element)
-        QUALIFY row_number() OVER (PARTITION BY record_key ORDER BY date_last_modified__v DESC, location) = 1
+        SELECT record_key, element_id AS record_no, school_key, given_name, preferred_first_name,
+               family_name_prefix, family_name, email, phone, mobile, status,
+               date_created__v AS date_created, date_last_modified__v AS date_last_modified, local_code
+        FROM cand_eduv_employees c SEMI JOIN eduv_accepted a ON a.record_no = c.element_id
         """
     )
+    # The same id in several of a person's elements is one row.
     con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE eduv_accepted_elements AS
-        SELECT element FROM cand_eduv_employees c
-        WHERE NOT EXISTS (SELECT 1 FROM gate_rejected g WHERE g.location = c.element)
-        """
-    )
-    con.execute(
-        """
+        f"""
         CREATE OR REPLACE TABLE stg_eduv_employee_ids__next AS
-        SELECT DISTINCT record_key, user_id_type, user_id
-        FROM cand_eduv_employee_ids c SEMI JOIN eduv_accepted_elements USING (element)
-        WHERE NOT EXISTS (SELECT 1 FROM gate_rejected g WHERE g.location = c.location)
+        SELECT p.record_key, i.*
+        FROM (
+            SELECT DISTINCT a.record_no, c.user_id_type, c.user_id
+            FROM {_accepted("stg_eduv_employee_ids")} JOIN eduv_accepted a USING (element_id)
+        ) i
+        JOIN stg_eduv_employees__next p USING (record_no)
         """
     )
     con.execute(
-        """
+        f"""
         CREATE OR REPLACE TABLE stg_eduv_employee_roles__next AS
-        SELECT c.record_key, c.school_key, c.organisation_role, c.begin_date__v AS begin_date,
-               c.end_date__v AS end_date
-        FROM cand_eduv_employee_roles c SEMI JOIN eduv_accepted_elements USING (element)
-        JOIN cand_eduv_employees e ON e.location = c.element
-        WHERE NOT EXISTS (SELECT 1 FROM gate_rejected g WHERE g.location = c.location)
-        QUALIFY row_number() OVER (
-            PARTITION BY c.record_key, c.school_key, c.organisation_role, c.begin_date__v
-            ORDER BY e.date_last_modified__v DESC, c.location) = 1
+        SELECT p.record_key, r.*
+        FROM (
+            SELECT a.record_no, c.school_key, c.organisation_role, c.begin_date__v AS begin_date,
+                   first(c.end_date__v ORDER BY a.date_last_modified__v DESC, a.request_no,
+                         a.element_no::VARCHAR, c.role_no || ']') AS end_date
+            FROM {_accepted("stg_eduv_employee_roles")} JOIN eduv_accepted a USING (element_id)
+            GROUP BY a.record_no, c.school_key, c.organisation_role, c.begin_date__v
+        ) r
+        JOIN stg_eduv_employees__next p USING (record_no)
         """
     )
     con.execute(
-        """
+        f"""
         CREATE OR REPLACE TABLE stg_sis_staff_assignments__next AS
-        SELECT record_key, lea_id, file_name, line_number, local_staff_id, state_staff_id, first_name,
-               middle_name, last_name, email, alt_email, phone, school_code, school_key, position_code,
-               position_title, begin_date__v AS begin_date, end_date__v AS end_date, fte__v AS fte, username
-        FROM cand_sis_staff_assignments c
-        WHERE NOT EXISTS (SELECT 1 FROM gate_rejected g WHERE g.location = c.location)
+        WITH records AS (
+            SELECT lea_id, local_staff_id, {SIS_RECORD_NO_BASE} + min(export_no) AS record_no
+            FROM {_accepted("stg_sis_staff_assignments")}
+            GROUP BY lea_id, local_staff_id
+        )
+        SELECT c.record_key, r.record_no, c.lea_id, c.file_name, c.line_number, c.local_staff_id,
+               c.state_staff_id, c.first_name, c.middle_name, c.last_name, c.email, c.alt_email, c.phone,
+               c.school_code, c.school_key, c.position_code, c.position_title, c.begin_date__v AS begin_date,
+               c.end_date__v AS end_date, c.fte__v AS fte, c.username
+        FROM {_accepted("stg_sis_staff_assignments")} JOIN records r USING (lea_id, local_staff_id)
         """
     )
-    con.execute("CREATE OR REPLACE TABLE stg_eduv_requests_used__next AS SELECT * FROM eduv_requests_used")
+    con.execute(
+        "CREATE OR REPLACE TABLE stg_eduv_requests_used__next AS "
+        "SELECT * EXCLUDE (request_no) FROM eduv_requests_used"
+    )
