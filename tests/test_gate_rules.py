@@ -216,6 +216,47 @@ def test_a_bad_first_copy_does_not_take_the_good_duplicate_with_it(con, raw) -> 
     assert con.execute("SELECT line_number FROM stg_sis_staff_assignments").fetchall() == [(3,)]
 
 
+def test_a_rejected_row_rejects_that_row_only_when_leas_share_an_export_file_name(con, raw) -> None:
+    """Every LEA's SIS export may carry the same name: line 2 rejected in one LEA is not line 2 of another."""
+    raw.sis(100001, [sis_row("T1", email="bad")], file_name="staff_export.csv")
+    raw.sis(100002, [sis_row("R1", school="RSE")], file_name="staff_export.csv")
+    stage(con, "run-1", load_settings())
+
+    assert [(r[2], r[4]) for r in _rejected(con)] == [("staff_export.csv:2", "email_format")]
+    assert con.execute("SELECT lea_id, local_staff_id FROM stg_sis_staff_assignments").fetchall() == [
+        (100002, "R1")
+    ]
+
+
+def test_record_no_numbers_each_record_once_across_the_staged_tables(con, raw) -> None:
+    """The model joins on record_no: one number per record key, Edu-V numbers below SIS numbers."""
+    two_schools = [role(LAKEVIEW_ELEM), role(LAKEVIEW_HIGH, "mentor")]
+    raw.eduv("lakeview-elem", [employee(1, roles=two_schools), employee(2)])
+    raw.eduv("lakeview-high", [employee(1, roles=[role(LAKEVIEW_HIGH, "mentor")])])
+    raw.sis(100001, [sis_row("T1"), sis_row("T1", begin_date="2025-08-15"), sis_row("T2")])
+    raw.sis(100002, [sis_row("T1", school="RSE")])
+    assert stage(con, "run-1", load_settings()).swapped
+    assert _rejected(con) == []
+
+    numbers = con.execute(
+        """
+        SELECT record_key, list(DISTINCT record_no) FROM (
+            SELECT record_key, record_no FROM stg_eduv_employees
+            UNION ALL SELECT record_key, record_no FROM stg_eduv_employee_ids
+            UNION ALL SELECT record_key, record_no FROM stg_eduv_employee_roles
+            UNION ALL SELECT record_key, record_no FROM stg_sis_staff_assignments
+        ) GROUP BY record_key ORDER BY record_key
+        """
+    ).fetchall()
+    assert [key for key, _ in numbers] == [
+        "eduv:eckId:eck-1", "eduv:eckId:eck-2", "sis:100001:T1", "sis:100001:T2", "sis:100002:T1"
+    ]  # fmt: skip
+    assert all(len(n) == 1 for _, n in numbers)  # one number per record, in every table
+    flat = [n[0] for _, n in numbers]
+    assert len(set(flat)) == len(flat)  # and never shared by two records
+    assert max(flat[:2]) < min(flat[2:])  # Edu-V below SIS
+
+
 def test_employee_in_two_schools_is_one_staged_person_with_both_roles(con, raw) -> None:
     raw.eduv("lakeview-elem", [employee(1, roles=[role(LAKEVIEW_ELEM), role(LAKEVIEW_HIGH, "mentor")])])
     raw.eduv("lakeview-high", [employee(1, roles=[role(LAKEVIEW_ELEM), role(LAKEVIEW_HIGH, "mentor")])])

@@ -86,8 +86,8 @@ def run_row_gate(con: duckdb.DuckDBPyConnection, run_id: str) -> RowGateResult:
         "CREATE OR REPLACE TEMP TABLE gate_rejected AS "
         "SELECT DISTINCT table_name, row_no FROM gate_rejected_rows"
     )
-    # Shares count records: an employee element (with its ids), a role, a SIS row. A rejected id
-    # rejects its employee element, so it counts as that element.
+    # Shares count records: an employee element (with its ids), a role, a SIS row. A rejected id is
+    # dropped on its own (the element stays), but counts as its element: ids are not records.
     con.execute(
         f"""
         CREATE OR REPLACE TABLE stg_lea_counts__next AS
