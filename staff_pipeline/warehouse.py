@@ -71,20 +71,6 @@ def connect(
         con.close()
 
 
-@contextmanager
-def any_order(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Whole-table builds whose rows have no order (every reader that needs one says ORDER BY).
-
-    Keeping insertion order makes DuckDB write some plans (a join's output into a persistent table)
-    from one thread: at a million staff the conformed build took twice the wall time on two cores.
-    """
-    con.execute("SET preserve_insertion_order = false")
-    try:
-        yield con
-    finally:
-        con.execute("RESET preserve_insertion_order")
-
-
 def swap_in(con: duckdb.DuckDBPyConnection, new_table: str, table: str) -> None:
     """Replace ``table`` by ``new_table`` in one transaction: readers see the old or the new, never half."""
     swap_in_all(con, {new_table: table})

@@ -18,7 +18,7 @@ from staff_pipeline.schemas import conformed as conformed_schemas
 from staff_pipeline.schemas import staging as staging_schemas
 from staff_pipeline.schemas.sql import applied_upstream, table_failures
 from staff_pipeline.transform import conformed, gate, identity, staging
-from staff_pipeline.warehouse import any_order, columns_of, row_count, swap_in_all, table_exists
+from staff_pipeline.warehouse import columns_of, row_count, swap_in_all, table_exists
 
 
 @dataclass
@@ -36,24 +36,23 @@ def stage(
     con: duckdb.DuckDBPyConnection, run_id: str, settings: Settings, config_dir: Path | None = None
 ) -> StepResult:
     """Raw -> candidates -> row gate (``rejected_rows``) -> ``stg_*`` (swapped in if their schemas pass)."""
-    with any_order(con):
-        staging.register_config(con, config_dir)
-        staging.build_candidates(con, settings.gate.min_employees_per_school)
-        row_gate = gate.run_row_gate(con, run_id)
-        staging.build_staged(con)
-        failures = {}
-        for table in staging.STAGED:
-            cases = table_failures(
-                con, f'SELECT * FROM "{table}__next"', staging_schemas.TABLES[table], _gated(con, table)
-            )
-            if len(cases):
-                failures[table] = cases
-        rows = {table: row_count(con, f"{table}__next") for table in staging.STAGED}
-        swapped = not failures
-        if swapped:
-            extra = ("stg_lea_counts", "stg_eduv_requests_used")
-            swap_in_all(con, {f"{t}__next": t for t in (*staging.STAGED, *extra)})
-        return StepResult(swapped=swapped, rows=rows, failures=failures, rejected=row_gate)
+    staging.register_config(con, config_dir)
+    staging.build_candidates(con, settings.gate.min_employees_per_school)
+    row_gate = gate.run_row_gate(con, run_id)
+    staging.build_staged(con)
+    failures = {}
+    for table in staging.STAGED:
+        cases = table_failures(
+            con, f'SELECT * FROM "{table}__next"', staging_schemas.TABLES[table], _gated(con, table)
+        )
+        if len(cases):
+            failures[table] = cases
+    rows = {table: row_count(con, f"{table}__next") for table in staging.STAGED}
+    swapped = not failures
+    if swapped:
+        extra = ("stg_lea_counts", "stg_eduv_requests_used")
+        swap_in_all(con, {f"{t}__next": t for t in (*staging.STAGED, *extra)})
+    return StepResult(swapped=swapped, rows=rows, failures=failures, rejected=row_gate)
 
 
 def _gated(con: duckdb.DuckDBPyConnection, table: str) -> frozenset[str]:
@@ -105,26 +104,25 @@ def conform(
     config_dir: Path | None = None,
 ) -> StepResult:
     """Staged tables -> identity -> candidates -> per-LEA gate -> ``*__next`` -> schemas -> swap."""
-    with any_order(con):
-        today = today or date.today()
-        staging.register_config(con, config_dir)
-        staging.ensure_state(con)
-        identity.match(con)
-        conformed.build_candidates(con, today)
-        results = gate.lea_gate(con, settings.gate, run_id)
-        failed = [int(x) for x in results.loc[~results["passed"], "lea_id"]]
-        conformed.build_next(con, failed, today)
-        failures = _validate_conformed(con)
-        rows = {t: row_count(con, f"{t}__next") for t in conformed.CONFORMED}
-        con.register("gate_results_frame", results)
-        con.execute("CREATE TABLE IF NOT EXISTS gate_results AS SELECT * FROM gate_results_frame WHERE false")
-        con.execute("INSERT INTO gate_results SELECT * FROM gate_results_frame")
-        con.unregister("gate_results_frame")
-        swapped = not failures
-        if swapped:
-            swap_in_all(con, {f"{t}__next": t for t in conformed.CONFORMED})
-            _remember_accepted_requests(con, failed, run_id)
-        return StepResult(swapped=swapped, rows=rows, failures=failures, gate_results=results)
+    today = today or date.today()
+    staging.register_config(con, config_dir)
+    staging.ensure_state(con)
+    identity.match(con)
+    conformed.build_candidates(con, today)
+    results = gate.lea_gate(con, settings.gate, run_id)
+    failed = [int(x) for x in results.loc[~results["passed"], "lea_id"]]
+    conformed.build_next(con, failed, today)
+    failures = _validate_conformed(con)
+    rows = {t: row_count(con, f"{t}__next") for t in conformed.CONFORMED}
+    con.register("gate_results_frame", results)
+    con.execute("CREATE TABLE IF NOT EXISTS gate_results AS SELECT * FROM gate_results_frame WHERE false")
+    con.execute("INSERT INTO gate_results SELECT * FROM gate_results_frame")
+    con.unregister("gate_results_frame")
+    swapped = not failures
+    if swapped:
+        swap_in_all(con, {f"{t}__next": t for t in conformed.CONFORMED})
+        _remember_accepted_requests(con, failed, run_id)
+    return StepResult(swapped=swapped, rows=rows, failures=failures, gate_results=results)
 
 
 def _remember_accepted_requests(con: duckdb.DuckDBPyConnection, failed: list[int], run_id: str) -> None:
