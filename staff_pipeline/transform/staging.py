@@ -351,6 +351,12 @@ def _accepted(table: str) -> str:
 SIS_RECORD_NO_BASE = 2**40  # above every Edu-V record_no (a raw rowid)
 
 
+def _element_order(alias: str) -> str:
+    """SQL ORDER BY terms ranking a person's Edu-V elements: the most recently modified first, then
+    the first location in text order (see :func:`build_staged`)."""
+    return f"{alias}.date_last_modified__v DESC, {alias}.request_no, {alias}.element_no::VARCHAR"
+
+
 def build_staged(con: duckdb.DuckDBPyConnection) -> None:
     """Write the accepted candidates (the gate's ``gate_rejected(table_name, row_no)`` names the
     others), typed, into ``stg_*__next``, each row with its record's ``record_no``.
@@ -367,15 +373,15 @@ def build_staged(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE eduv_accepted AS
-        WITH records AS (
-            SELECT record_key,
-                   first(element_id ORDER BY date_last_modified__v DESC, request_no, element_no::VARCHAR)
-                       AS record_no
+        WITH accepted AS MATERIALIZED (
+            SELECT c.element_id, c.request_no, c.element_no, c.date_last_modified__v, c.record_key
             FROM {_accepted("stg_eduv_employees")}
-            GROUP BY record_key
+        ),
+        records AS (
+            SELECT record_key, first(c.element_id ORDER BY {_element_order("c")}) AS record_no
+            FROM accepted c GROUP BY record_key
         )
-        SELECT c.element_id, c.request_no, c.element_no, c.date_last_modified__v, r.record_no
-        FROM {_accepted("stg_eduv_employees")} JOIN records r USING (record_key)
+        SELECT c.* EXCLUDE (record_key), r.record_no FROM accepted c JOIN records r USING (record_key)
         """
     )
     con.execute(
@@ -405,8 +411,7 @@ def build_staged(con: duckdb.DuckDBPyConnection) -> None:
         SELECT p.record_key, r.*
         FROM (
             SELECT a.record_no, c.school_key, c.organisation_role, c.begin_date__v AS begin_date,
-                   first(c.end_date__v ORDER BY a.date_last_modified__v DESC, a.request_no,
-                         a.element_no::VARCHAR, c.role_no || ']') AS end_date
+                   first(c.end_date__v ORDER BY {_element_order("a")}, c.role_no || ']') AS end_date
             FROM {_accepted("stg_eduv_employee_roles")} JOIN eduv_accepted a USING (element_id)
             GROUP BY a.record_no, c.school_key, c.organisation_role, c.begin_date__v
         ) r
