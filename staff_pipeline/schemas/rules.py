@@ -73,10 +73,15 @@ def is_phone(values: pd.Series) -> pd.Series:
     return _bools(values.str.fullmatch(PHONE_PATTERN)) & (values.str.count("[0-9]") >= PHONE_MIN_DIGITS)
 
 
+# The digit count as a second full match over the same characters: counting digits with
+# ``regexp_replace`` costs 4x the whole rest of the check at a million rows.
+_PHONE_DIGITS_PATTERN = rf"\+?(?:[ ()./-]*[0-9]){{{PHONE_MIN_DIGITS}}}[0-9 ()./-]*"
+
+
 def phone_sql(column: str) -> str:
     return (
         f"(regexp_full_match({column}, {literal(PHONE_PATTERN)}) "
-        f"AND length(regexp_replace({column}, '[^0-9]', '', 'g')) >= {PHONE_MIN_DIGITS})"
+        f"AND regexp_full_match({column}, {literal(_PHONE_DIGITS_PATTERN)}))"
     )
 
 
@@ -88,8 +93,20 @@ def state_id() -> pa.Check:
     return full_match(STATE_ID_PATTERN, "id_format")
 
 
+FORMULA_PREFIXES = "=+-@"
+
+
+def _formula_sql() -> str:
+    """``FORMULA_PATTERN`` as a look at the first code point: a quarter of the regex's cost."""
+    codes = ", ".join(str(ord(ch)) for ch in FORMULA_PREFIXES)
+    return f"({{column}} <> '' AND ord({{column}}) NOT IN ({codes}))"
+
+
 def plain_text() -> list[pa.Check]:
-    return [full_match(CONTROL_PATTERN, "control_character"), full_match(FORMULA_PATTERN, "formula_prefix")]
+    formula = column_rule(
+        "formula_prefix", lambda s: _bools(s.str.fullmatch(FORMULA_PATTERN)), _formula_sql()
+    )
+    return [full_match(CONTROL_PATTERN, "control_character"), formula]
 
 
 def max_len(limit: int) -> pa.Check:
