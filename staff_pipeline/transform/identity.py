@@ -81,17 +81,15 @@ def _components(con: duckdb.DuckDBPyConnection, nodes: str, edges: str, out: str
 def _conflicts(group_table: str) -> str:
     """Groups (``group_table(node=rid, label)``) that hold records which cannot be one person: two
     Edu-V employees, two SIS staff of one LEA, or two WISEids. Plain aggregates, no DISTINCT counts:
-    a member is one row, and two WISEids show as min <> max."""
+    a member is one row, two records of one (source, LEA) are a count above one (an Edu-V record's
+    ``lea_id`` is NULL, so its group is all Edu-V records), and two WISEids show as min <> max."""
     return f"""
         WITH merged AS (  -- only a group of several records can hold two people
             SELECT g.node, g.label FROM {group_table} g
             SEMI JOIN (SELECT label FROM {group_table} GROUP BY label HAVING count(*) > 1) USING (label)
         )
-        SELECT g.label FROM merged g JOIN id_records r ON r.rid = g.node
-        GROUP BY g.label
-        HAVING count(*) FILTER (WHERE r.source = 'eduv') > 1
-            OR count(*) FILTER (WHERE r.source = 'sis')
-               > count(DISTINCT r.lea_id) FILTER (WHERE r.source = 'sis')
+        SELECT DISTINCT g.label FROM merged g JOIN id_records r ON r.rid = g.node
+        GROUP BY g.label, r.source, r.lea_id HAVING count(*) > 1
         UNION
         SELECT g.label FROM merged g JOIN id_links w ON w.rid = g.node AND w.id_type = 'wiseid'
         GROUP BY g.label HAVING min(w.id_value) <> max(w.id_value)
@@ -151,7 +149,7 @@ def _collect_identifiers(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE id_shared AS
-        SELECT l.* FROM id_links l
+        SELECT l.rowid AS lid, l.* FROM id_links l
         SEMI JOIN (SELECT h FROM id_links GROUP BY h HAVING min(rid) < max(rid)) USING (h)
         """
     )
@@ -162,7 +160,7 @@ def _collect_identifiers(con: duckdb.DuckDBPyConnection) -> None:
             SELECT row_number() OVER () AS kid, id_type, id_value
             FROM id_shared GROUP BY id_type, id_value HAVING min(rid) < max(rid)
         )
-        SELECT s.rid, s.source, s.scope, s.id_type, s.id_value, k.kid
+        SELECT s.lid, s.rid, s.source, s.scope, s.id_type, s.id_value, k.kid
         FROM id_shared s JOIN keys k USING (id_type, id_value)
         """
     )
@@ -218,8 +216,8 @@ def match(con: duckdb.DuckDBPyConnection) -> None:
         """
     )
     con.execute("UPDATE id_strong SET label = node WHERE label IN (SELECT label FROM id_strong_bad)")
-    # Emails link the identifier groups, unless the merged group could not be one person.
-    con.execute("CREATE OR REPLACE TEMP TABLE id_groups AS SELECT DISTINCT label AS node FROM id_strong")
+    # Emails link the identifier groups, unless the merged group could not be one person. Only the
+    # groups an email shares with another group take part (few: most people match by identifier).
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE id_email_edges AS
@@ -230,6 +228,7 @@ def match(con: duckdb.DuckDBPyConnection) -> None:
         QUALIFY count(*) OVER (PARTITION BY key) > 1
         """
     )
+    con.execute("CREATE OR REPLACE TEMP TABLE id_groups AS SELECT DISTINCT node FROM id_email_edges")
     _components(con, "id_groups", "id_email_edges", "id_email")
     con.execute(
         """
@@ -259,8 +258,9 @@ def match(con: duckdb.DuckDBPyConnection) -> None:
         """
         CREATE OR REPLACE TEMP TABLE id_final AS
         SELECT s.node AS rid, s.label AS strong_label,
-               CASE WHEN e.label IN (SELECT label FROM id_email_bad) THEN s.label ELSE e.label END AS label
-        FROM id_strong s JOIN id_email e ON e.node = s.label
+               CASE WHEN e.label IS NULL OR e.label IN (SELECT label FROM id_email_bad) THEN s.label
+                    ELSE e.label END AS label
+        FROM id_strong s LEFT JOIN id_email e ON e.node = s.label
         """
     )
     _matched_by(con)
@@ -281,11 +281,11 @@ def _matched_by(con: duckdb.DuckDBPyConnection) -> None:
             GROUP BY f.label, e.key, e.id_type HAVING count(DISTINCT e.node) > 1
         ),
         best AS (SELECT label, min(strength) AS strength FROM shared GROUP BY label),
-        sizes AS (SELECT label, count(*) AS records, count(DISTINCT strong_label) AS groups
+        sizes AS (SELECT label, count(*) AS records, min(strong_label) <> max(strong_label) AS by_email
                   FROM id_final GROUP BY label)
         SELECT z.label,
                CASE WHEN z.records = 1 THEN 'unmatched'
-                    WHEN z.groups > 1 THEN 'email'
+                    WHEN z.by_email THEN 'email'
                     ELSE CASE b.strength {names} ELSE 'eduv_user_id' END END AS matched_by
         FROM sizes z LEFT JOIN best b USING (label)
         """
@@ -336,16 +336,18 @@ def _assign_person_ids(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         """
         CREATE OR REPLACE TABLE staff_identifiers__cand AS
-        WITH repeats AS (  -- a shared identifier is kept once per person and source: its first record's
-            SELECT m.label, e.source, any_value(e.id_type) AS id_type, any_value(e.id_value) AS id_value,
-                   min(e.rid) AS kept
-            FROM id_edges e JOIN person_map m USING (rid) WHERE e.id_type <> 'email'
-            GROUP BY m.label, e.kid, e.source HAVING count(*) > 1
+        WITH edges AS (
+            SELECT e.lid, e.rid, e.kid, e.source, f.label
+            FROM id_edges e JOIN id_final f USING (rid) WHERE e.id_type <> 'email'
+        ),
+        repeats AS (  -- a shared identifier is kept once per person and source: its first record's
+            SELECT label, kid, source, min(rid) AS kept FROM edges GROUP BY ALL HAVING count(*) > 1
+        ),
+        dropped AS (  -- the other records' links, by number: no text compared
+            SELECT e.lid FROM edges e JOIN repeats r USING (label, kid, source) WHERE e.rid <> r.kept
         )
         SELECT m.person_id, l.id_type, l.id_value, l.source
-        FROM id_links l JOIN person_map m USING (rid)
-        ANTI JOIN repeats r ON r.label = m.label AND r.source = l.source AND r.id_type = l.id_type
-             AND r.id_value = l.id_value AND r.kept <> l.rid
+        FROM id_links l JOIN person_map m USING (rid) ANTI JOIN dropped d ON d.lid = l.rowid
         WHERE l.id_type <> 'email'  -- emails are contacts (staff_contacts), not kept identities
         UNION ALL
         SELECT person_id, 'record_key', record_key, source FROM person_map
