@@ -28,7 +28,8 @@ _SIS_LATER = 10**18  # added to the order of rows with no primary email, so rows
 
 
 def _sources(eduv: str, sis: str) -> str:
-    """SQL: ``eduv``, ``sis`` or ``eduv,sis`` from two boolean aggregates (cheaper than a string_agg)."""
+    """SQL: ``eduv``, ``sis`` or ``eduv,sis`` from two booleans (or boolean aggregates: cheaper than a
+    string_agg)."""
     return f"CASE WHEN {eduv} AND {sis} THEN 'eduv,sis' WHEN {eduv} THEN 'eduv' ELSE 'sis' END"
 
 
@@ -53,7 +54,7 @@ def build_assignments(con: duckdb.DuckDBPyConnection, today: date) -> None:
     _role_map(con)
     con.execute(
         """
-        CREATE OR REPLACE TABLE staff_assignments__cand AS
+        CREATE OR REPLACE TEMP TABLE assignment_rows AS
         WITH a AS (
             SELECT m.label, m.person_id, o.lea_id, o.school_id, r.school_key, o.choice_school,
                    o.linkit_district, o.linkit_school_id, 'eduv' AS source,
@@ -75,14 +76,27 @@ def build_assignments(con: duckdb.DuckDBPyConnection, today: date) -> None:
             LEFT JOIN role_map x ON x.source = 'sis' AND x.source_role = s.position_code
                  AND x.sector IS NOT DISTINCT FROM o.sector
         )
+        SELECT * FROM a
+        """
+    )
+    # One row per identity: the first in (SIS first, open-ended or latest end, source role) order,
+    # picked by a hash aggregate on the row numbers; a window would sort all the rows.
+    con.execute(
+        """
+        CREATE OR REPLACE TABLE staff_assignments__cand AS
+        WITH kept AS (
+            SELECT arg_min(rowid, {'eduv': source <> 'sis', 'ends': end_date IS NOT NULL,
+                                   'later': date_diff('day', end_date, DATE '1970-01-01'),
+                                   'no_role': source_role IS NULL, 'role': source_role}) AS n
+            FROM assignment_rows
+            GROUP BY label, school_id, staff_classification, begin_date  -- a person is one label
+        )
         SELECT * EXCLUDE (label), begin_date <= $today AND (end_date IS NULL OR $today < end_date) AS active
-        FROM a
-        QUALIFY row_number() OVER (  -- a person is one label: partitioning on an integer is cheaper
-            PARTITION BY label, school_id, staff_classification, begin_date
-            ORDER BY source DESC, end_date DESC NULLS FIRST, source_role) = 1
+        FROM assignment_rows SEMI JOIN kept ON kept.n = assignment_rows.rowid
         """,
         {"today": today},
     )
+    con.execute("DROP TABLE assignment_rows")
 
 
 def build_contacts(con: duckdb.DuckDBPyConnection) -> None:
@@ -126,8 +140,8 @@ def build_contacts(con: duckdb.DuckDBPyConnection) -> None:
             FROM contact_values GROUP BY label, lea_id, kind
         )
         SELECT c.person_id, c.lea_id, c.school_id, c.kind, c.value, c.source,
-               p.value IS NOT NULL AS is_primary
-        FROM contact_values c LEFT JOIN primaries p USING (label, lea_id, kind, value)
+               coalesce(c.value = p.value, false) AS is_primary
+        FROM contact_values c LEFT JOIN primaries p USING (label, lea_id, kind)  -- one primary per key
         """
     )
     con.execute("DROP TABLE contact_values")
@@ -159,11 +173,7 @@ def build_staff(con: duckdb.DuckDBPyConnection, today: date) -> None:
                        AS email
             FROM stg_sis_staff_assignments s JOIN person_map m ON m.rid = s.record_no GROUP BY m.label
         ),
-        p AS (
-            SELECT label, any_value(person_id) AS person_id, any_value(matched_by) AS matched_by,
-                   {_sources("bool_or(source = 'eduv')", "bool_or(source = 'sis')")} AS sources
-            FROM person_map GROUP BY label
-        ),
+        p AS (SELECT label, person_id, matched_by, {_sources("eduv", "sis")} AS sources FROM person_labels),
         a AS (
             SELECT person_id, bool_or(end_date IS NULL OR end_date > $today) AS has_current
             FROM staff_assignments__cand GROUP BY person_id

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import duckdb
 
+from staff_pipeline.transform.staging import SIS_RECORD_NO_BASE
 from staff_pipeline.warehouse import table_exists
 
 # Lower is stronger; the strongest identifier shared by two records names how they matched.
@@ -174,8 +175,9 @@ def _issues_table(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def match(con: duckdb.DuckDBPyConnection) -> None:
-    """Build ``person_map(record_key, source, person_id, matched_by)``, ``staff_identifiers__cand``
-    and ``staff_match_issues__next`` from the staged tables."""
+    """Build ``person_map`` (per record: ``rid``, ``record_key``, ``source``, ``label``, ``person_id``),
+    ``person_labels`` (per person: ``label``, ``person_id``, ``matched_by`` and the ``eduv``/``sis``
+    flags), ``staff_identifiers__cand`` and ``staff_match_issues__next`` from the staged tables."""
     _collect_identifiers(con)
     _issues_table(con)
     # An identifier two records of one source claim (same LEA for SIS) points at two people.
@@ -281,9 +283,12 @@ def _matched_by(con: duckdb.DuckDBPyConnection) -> None:
             GROUP BY f.label, e.key, e.id_type HAVING count(DISTINCT e.node) > 1
         ),
         best AS (SELECT label, min(strength) AS strength FROM shared GROUP BY label),
-        sizes AS (SELECT label, count(*) AS records, min(strong_label) <> max(strong_label) AS by_email
-                  FROM id_final GROUP BY label)
-        SELECT z.label,
+        sizes AS (  -- Edu-V record numbers are below every SIS record number (see staging)
+            SELECT label, count(*) AS records, min(strong_label) <> max(strong_label) AS by_email,
+                   bool_or(rid < {SIS_RECORD_NO_BASE}) AS eduv, bool_or(rid >= {SIS_RECORD_NO_BASE}) AS sis
+            FROM id_final GROUP BY label
+        )
+        SELECT z.label, z.eduv, z.sis,
                CASE WHEN z.records = 1 THEN 'unmatched'
                     WHEN z.by_email THEN 'email'
                     ELSE CASE b.strength {names} ELSE 'eduv_user_id' END END AS matched_by
@@ -322,15 +327,18 @@ def _assign_person_ids(con: duckdb.DuckDBPyConnection) -> None:
         """
     con.execute(
         f"""
+        CREATE OR REPLACE TEMP TABLE person_labels AS
+        WITH claimed AS ({claimed})
+        SELECT a.label, coalesce(c.person_id, 'P' || upper(substr(md5(a.anchor), 1, 15))) AS person_id,
+               m.matched_by, m.eduv, m.sis
+        FROM id_anchor a LEFT JOIN claimed c USING (label) JOIN id_matched_by m USING (label)
+        """
+    )
+    con.execute(
+        """
         CREATE OR REPLACE TEMP TABLE person_map AS
-        WITH claimed AS ({claimed}),
-        person AS (
-            SELECT a.label, coalesce(c.person_id, 'P' || upper(substr(md5(a.anchor), 1, 15))) AS person_id
-            FROM id_anchor a LEFT JOIN claimed c USING (label)
-        )
-        SELECT r.rid, r.record_key, r.source, r.lea_id, f.label, p.person_id, m.matched_by
-        FROM id_final f JOIN id_records r USING (rid) JOIN person p USING (label)
-        JOIN id_matched_by m USING (label)
+        SELECT r.rid, r.record_key, r.source, r.lea_id, f.label, p.person_id
+        FROM id_final f JOIN id_records r USING (rid) JOIN person_labels p USING (label)
         """
     )
     con.execute(
@@ -340,11 +348,11 @@ def _assign_person_ids(con: duckdb.DuckDBPyConnection) -> None:
             SELECT e.lid, e.rid, e.kid, e.source, f.label
             FROM id_edges e JOIN id_final f USING (rid) WHERE e.id_type <> 'email'
         ),
-        repeats AS (  -- a shared identifier is kept once per person and source: its first record's
-            SELECT label, kid, source, min(rid) AS kept FROM edges GROUP BY ALL HAVING count(*) > 1
+        kept AS (  -- a shared identifier is kept once per person and source: its first record's
+            SELECT label, kid, source, min(rid) AS rid FROM edges GROUP BY ALL
         ),
         dropped AS (  -- the other records' links, by number: no text compared
-            SELECT e.lid FROM edges e JOIN repeats r USING (label, kid, source) WHERE e.rid <> r.kept
+            SELECT e.lid FROM edges e ANTI JOIN kept k USING (label, kid, source, rid)
         )
         SELECT m.person_id, l.id_type, l.id_value, l.source
         FROM id_links l JOIN person_map m USING (rid) ANTI JOIN dropped d ON d.lid = l.rowid
