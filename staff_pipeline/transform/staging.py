@@ -40,8 +40,13 @@ _EMPLOYEE_SHAPE = (
     '"dateCreated":"VARCHAR","dateLastModified":"VARCHAR",'
     '"userIds":[{"userId":"VARCHAR","userIdType":"VARCHAR"}],'
     '"organisationRoles":[{"organisationRole":"VARCHAR","beginDate":"VARCHAR","endDate":"VARCHAR",'
-    '"organisation":{"organisationMasterIdentifier":"VARCHAR",'
-    '"organisationIds":[{"organisationId":"VARCHAR","organisationIdType":"VARCHAR"}]}}]}'
+    '"organisation":"JSON"}]}'
+)
+# A role's organisation stays JSON text until its few distinct values are resolved: a million roles
+# join back to them on a string, not on a nested struct.
+_ORGANISATION_SHAPE = (
+    '{"organisationMasterIdentifier":"VARCHAR",'
+    '"organisationIds":[{"organisationId":"VARCHAR","organisationIdType":"VARCHAR"}]}'
 )
 
 
@@ -172,14 +177,17 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
         ),
         kinds AS (
             SELECT org, organisation_role, list_concat(
-                       CASE WHEN org.organisationMasterIdentifier IS NULL THEN []
-                            ELSE ['M:' || trim(org.organisationMasterIdentifier)] END,
-                       list_transform(org.organisationIds,
-                       lambda o: 'I:' || trim(o.organisationIdType) || ':' || trim(o.organisationId))
+                       CASE WHEN o.organisationMasterIdentifier IS NULL THEN []
+                            ELSE ['M:' || trim(o.organisationMasterIdentifier)] END,
+                       list_transform(o.organisationIds,
+                       lambda i: 'I:' || trim(i.organisationIdType) || ':' || trim(i.organisationId))
                    ) AS refs
             FROM (
-                SELECT DISTINCT r.organisation AS org, {_clean("r.organisationRole")} AS organisation_role
-                FROM roles
+                SELECT org, organisation_role, json_transform(org, '{_ORGANISATION_SHAPE}') AS o
+                FROM (
+                    SELECT DISTINCT r.organisation AS org, {_clean("r.organisationRole")} AS organisation_role
+                    FROM roles
+                )
             )
         ),
         org_keys AS (
