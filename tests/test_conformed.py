@@ -185,3 +185,23 @@ def test_school_whose_pull_failed_or_came_back_empty_is_carried_over(con) -> Non
     )
     run_both(con, "run-3")
     assert len(_lea_rows(con, 100001)) == 7
+
+
+def test_a_contact_or_assignment_of_a_person_missing_from_staff_blocks_the_model(con) -> None:
+    """The blocking check names the row whose person is not in ``staff`` (and only that one)."""
+    from staff_pipeline.transform.steps import _validate_conformed
+
+    raw = Raw(con)
+    raw.eduv("lakeview-elem", [employee(1, asi="T1"), employee(2)])
+    assert run_both(con).swapped
+    for table in ("staff", "staff_contacts", "staff_assignments"):
+        con.execute(f"CREATE OR REPLACE TABLE {table}__next AS SELECT * FROM {table}")
+    assert _validate_conformed(con) == {}
+
+    person = _person(con, "eduv:eckId:eck-2")
+    con.execute("DELETE FROM staff__next WHERE person_id = ?", [person])
+    failures = _validate_conformed(con)
+    assert set(failures) == {"staff_contacts", "staff_assignments"}
+    for cases in failures.values():
+        unknown = cases[cases["check"] == "unknown_person"]
+        assert set(unknown["failure_case"]) == {person}

@@ -66,8 +66,23 @@ def _gated(con: duckdb.DuckDBPyConnection, table: str) -> frozenset[str]:
 
 def _validate_conformed(con: duckdb.DuckDBPyConnection) -> dict[str, pd.DataFrame]:
     """Failures per table. LinkIt UserNames derive from emails and are the LinkIt mart's to reject per
-    row; LocalCode is an identity, so two people holding one in a district refuse the model."""
-    known = "EXISTS (SELECT 1 FROM staff__next s WHERE s.person_id = t.person_id) AS person_known"
+    row; LocalCode is an identity, so two people holding one in a district refuse the model.
+
+    Whether a row's person is in ``staff`` is one anti join per table, up front: the rows' own checks
+    and their uniqueness scans then read a (nearly always empty) list instead of joining again."""
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE unknown_people AS
+        SELECT DISTINCT person_id FROM (
+            SELECT person_id FROM staff_contacts__next ANTI JOIN staff__next USING (person_id)
+            UNION ALL
+            SELECT person_id FROM staff_assignments__next ANTI JOIN staff__next USING (person_id)
+        ) WHERE person_id IS NOT NULL
+        """
+    )
+    known = (
+        "(person_id IS NOT NULL AND person_id NOT IN (SELECT person_id FROM unknown_people)) AS person_known"
+    )
     accounts = """
         SELECT DISTINCT a.linkit_district, s.person_id, s.local_code
         FROM staff__next s JOIN staff_assignments__next a USING (person_id) WHERE a.linkit_role IS NOT NULL
