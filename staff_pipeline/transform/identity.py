@@ -280,7 +280,7 @@ def _matched_by(con: duckdb.DuckDBPyConnection) -> None:
         WITH shared AS (
             SELECT f.label, CASE e.id_type {strength} ELSE {EDUV_ID_STRENGTH} END AS strength
             FROM id_strong_edges e JOIN id_final f ON f.rid = e.node
-            GROUP BY f.label, e.key, e.id_type HAVING count(DISTINCT e.node) > 1
+            GROUP BY f.label, e.key, e.id_type HAVING count(*) > 1  -- a record holds an identifier once
         ),
         best AS (SELECT label, min(strength) AS strength FROM shared GROUP BY label),
         sizes AS (  -- Edu-V record numbers are below every SIS record number (see staging)
