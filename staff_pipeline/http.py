@@ -324,16 +324,18 @@ def send_with_retry(
     policy: RetryPolicy,
     describe: str,
     on_unauthorized: Callable[[], None] | None = None,
+    max_refreshes: int = 1,
     sleep: Callable[[float], None] = time.sleep,
 ) -> R:
     """Call ``send`` until it gives a non-retryable answer or the policy is spent.
 
-    Retries 429/5xx and connection failures; on a first 401 calls ``on_unauthorized`` (a token
-    refresh) and tries again once. Returns the last response (the caller interprets 4xx); raises
+    Retries 429/5xx and connection failures; on a 401 calls ``on_unauthorized`` (a token refresh)
+    and tries again, at most ``max_refreshes`` times. Returns the last response (the caller
+    interprets 4xx); raises
     :class:`ApiError` when the connection never succeeded. ``describe`` names the request in errors
     and must not contain secrets.
     """
-    refreshed = False
+    refreshes = 0
     last_exc: Exception | None = None
     attempt = 0
     while True:
@@ -343,8 +345,8 @@ def send_with_retry(
             last_exc = exc
             response = None
         if response is not None:
-            if response.status_code == 401 and on_unauthorized is not None and not refreshed:
-                refreshed = True
+            if response.status_code == 401 and on_unauthorized is not None and refreshes < max_refreshes:
+                refreshes += 1
                 on_unauthorized()
                 continue
             if response.status_code not in RETRY_STATUSES:

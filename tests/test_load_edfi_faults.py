@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from staff_pipeline.clients.edfi import EdFiClient
+from staff_pipeline.clients.edfi import TOKEN_REFRESHES, EdFiClient
 from staff_pipeline.http import RetryPolicy
 from staff_pipeline.loads.edfi_mart import ASSIGNMENTS, CONTACTS
 from staff_pipeline.standins.common import Knobs
@@ -44,3 +44,31 @@ def test_one_token_is_reused_and_an_expired_one_is_refreshed_once(edfi_standin):
     assert client.tokens_fetched == 2  # 60 requests, one token, one refresh after the expiry
     assert len(edfi_standin.requests_to("POST", "/oauth/token")) == 2
     assert any(r.status == 401 for r in edfi_standin.received)
+
+
+def test_a_token_revoked_again_before_the_retry_is_refreshed_again_within_a_bound(edfi_standin):
+    """Threads share one token: the token a request fetched after a 401 can be revoked before that
+    request is sent again (the fault suite's race). It is refreshed again, a bounded number of times."""
+    edfi_standin.knobs.share_429 = edfi_standin.knobs.share_500 = edfi_standin.knobs.share_drop = 0.0
+    client = EdFiClient(edfi_standin.url, f"lea-{LEA_A}", "secret-a", policy=RetryPolicy(2, 0.0, 0.0))
+    fetch = client.token
+
+    def revoke(times: int) -> None:
+        handed = []
+
+        def token() -> str:  # every token handed out is revoked before it reaches the server
+            value = fetch()
+            handed.append(value)
+            if len(handed) <= times:
+                edfi_standin.tokens.expire_all()
+            return value
+
+        client.token = token  # type: ignore[method-assign]
+
+    client.token()
+    revoke(2)  # twice in a row: the request still succeeds
+    assert client.request("GET", ASSIGNMENTS).status_code == 200
+    revoke(99)  # every time: surfaced after the bound, not retried forever
+    assert client.request("GET", ASSIGNMENTS).status_code == 401
+    unauthorized = [r for r in edfi_standin.received if r.status == 401]
+    assert len(unauthorized) == 2 + 1 + TOKEN_REFRESHES

@@ -2,8 +2,11 @@
 
 One token is shared by all threads of a client and reused until shortly before ``expires_in``
 (servers cap live tokens per client and answer 429 to a client that asks for one per call); a 401
-refreshes it once. Errors are turned into one line naming the request and the API's message,
-whether the server speaks ProblemDetails (7.2+) or the older ``{"message": ...}``.
+refreshes it, up to ``TOKEN_REFRESHES`` times per request: with many threads on one token, the token
+a request fetched after its first 401 can itself expire before the request is sent again.
+
+Errors are turned into one line naming the request and the API's message, whether the server
+speaks ProblemDetails (7.2+) or the older ``{"message": ...}``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from staff_pipeline.settings import from_env
 
 STANDIN_URL = "http://127.0.0.1:8101"  # the local stand-in's standard port
 TOKEN_MARGIN_SECONDS = 60.0
+TOKEN_REFRESHES = 3  # per request; bounded, so a token that is useless from birth still surfaces
 PAGE_LIMIT = 500
 
 
@@ -185,6 +189,7 @@ class EdFiClient:
             policy=self.policy,
             describe=f"{method} {path.split('?')[0]}",
             on_unauthorized=lambda: self._invalidate(used[-1]),
+            max_refreshes=TOKEN_REFRESHES,
         )
 
     def upsert(self, resource: str, body: bytes | str) -> EdFiAnswer:
