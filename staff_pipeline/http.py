@@ -331,9 +331,8 @@ def send_with_retry(
 
     Retries 429/5xx and connection failures; on a 401 calls ``on_unauthorized`` (a token refresh)
     and tries again, at most ``max_refreshes`` times. Returns the last response (the caller
-    interprets 4xx); raises
-    :class:`ApiError` when the connection never succeeded. ``describe`` names the request in errors
-    and must not contain secrets.
+    interprets 4xx); raises :class:`ApiError` when the connection never succeeded. ``describe``
+    names the request in errors and must not contain secrets.
     """
     refreshes = 0
     last_exc: Exception | None = None

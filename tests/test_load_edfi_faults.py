@@ -56,7 +56,7 @@ def test_a_token_revoked_again_before_the_retry_is_refreshed_again_within_a_boun
     def revoke(times: int) -> None:
         handed = []
 
-        def token() -> str:  # every token handed out is revoked before it reaches the server
+        def token() -> str:  # the first `times` tokens handed out are revoked before they are sent
             value = fetch()
             handed.append(value)
             if len(handed) <= times:

@@ -13,6 +13,7 @@ lookarounds, no ``\\Z``, ASCII classes): a test holds the two engines to the sam
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pandas as pd
@@ -29,7 +30,8 @@ STATE_ID_PATTERN = r"[A-Za-z0-9-]+"
 # Names reach two APIs and, through the analysts' copy, spreadsheets: no control characters (NUL,
 # terminal escapes, line breaks) and no leading = + - @, which a spreadsheet runs as a formula.
 CONTROL_PATTERN = r"[^\x00-\x1f\x7f]*"
-FORMULA_PATTERN = r"(?s)[^=+\-@].*"
+FORMULA_PREFIXES = "=+-@"
+FORMULA_PATTERN = rf"(?s)[^{re.escape(FORMULA_PREFIXES)}].*"
 
 
 def literal(text: str) -> str:
@@ -91,9 +93,6 @@ def phone() -> pa.Check:
 
 def state_id() -> pa.Check:
     return full_match(STATE_ID_PATTERN, "id_format")
-
-
-FORMULA_PREFIXES = "=+-@"
 
 
 def _formula_sql() -> str:
