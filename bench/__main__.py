@@ -6,7 +6,8 @@ Per scale: generate N synthetic people, start the three stand-ins (``standins.lo
 does), then run every stage in a subprocess of its own (``bench.stages``), timing it and reading its
 peak RSS (``VmHWM``, reported by the process itself): extract, gate + conform, each LEA's Ed-Fi
 load, each district's LinkIt load.
-Baselines in the same run: DuckDB alone reading the same raw files, and a plain ``requests`` loop
+Baselines in the same run: DuckDB alone reading the same raw files, DuckDB alone copying the tables
+the gate and the model write (the floor under those two steps), and a plain ``requests`` loop
 posting the same Ed-Fi records one by one. Then 1% of the SIS rows change and the pipeline runs
 again (incremental). Loads above ``--loads-up-to`` people are skipped (they dominate the run time),
 and the plain loop above ``--baseline-up-to`` (at a million people it alone would take most of an
@@ -154,6 +155,7 @@ def bench_scale(people: int, seed: int, with_loads: bool, with_baseline: bool) -
                 stages += [_measured(standins, "edfi", lea) for lea in leas]
                 stages += [_measured(standins, "linkit", d) for d in districts]
             result["baselines"].append(run_stage("duckdb_raw", str(generated.root)))
+            result["baselines"].append(run_stage("duckdb_copy"))
             if with_loads and with_baseline:
                 result["baselines"] += [_measured(standins, "naive_edfi", lea) for lea in leas]
             if with_loads:
@@ -279,6 +281,14 @@ def table(results: list[dict[str, Any]]) -> str:
             f"{extract.work:.1f} | {extract.rss_mb:.0f} | gate + conform take "
             f"{(gate.work + conform.work) / max(extract.work, 0.001):.2f}× the extract |"
         )
+        copy = next((b for b in r["baselines"] if b.name.startswith("duckdb_copy")), None)
+        if copy:
+            lines.append(
+                f"| {r['people']:,} | DuckDB alone copying the staged and conformed tables "
+                f"({copy.counts['rows']:,} rows, no logic) | {copy.work:.1f} | {copy.rss_mb:.0f} | "
+                f"gate + conform take {(gate.work + conform.work) / max(copy.work, 0.001):.2f}× the copy; "
+                f"the copy takes {copy.work / max(extract.work, 0.001):.2f}× the extract |"
+            )
         naive = _group(r["baselines"], "naive_edfi")
         pipeline = _group(r["stages"], "edfi")
         if pipeline.work and naive.work:

@@ -1,7 +1,7 @@
 """One pipeline stage (or one baseline) in a process of its own, so its peak RSS is its own.
 
     python -m bench.stages startup | extract | gate | conform | edfi <lea> | linkit <district>
-                           | duckdb_raw <generated dir> | naive_edfi <lea>
+                           | duckdb_raw <generated dir> | duckdb_copy | naive_edfi <lea>
 
 Run by ``python -m bench`` with the stand-ins' URLs and keys in the environment (as the demo sets
 them) and ``STAFF_DATA_DIR`` pointing at the benchmark's warehouse. The stages call the same plain
@@ -29,6 +29,8 @@ from staff_pipeline.extract import eduv, sis
 from staff_pipeline.loads import edfi, edfi_mart, linkit, linkit_mart
 from staff_pipeline.settings import paths
 from staff_pipeline.transform import steps
+from staff_pipeline.transform.conformed import CONFORMED
+from staff_pipeline.transform.staging import STAGED
 from staff_pipeline.warehouse import connect
 
 RUN_ID = os.environ.get("BENCH_RUN_ID", "bench")
@@ -132,6 +134,28 @@ def duckdb_raw(generated: str) -> dict[str, Any]:
     return {"eduv_employees": employees, "sis_rows": rows}
 
 
+def duckdb_copy() -> dict[str, Any]:
+    """Baseline: DuckDB alone copying the tables the gate and the model write (staged and conformed)
+    into a new database file, no logic: each table read once and written once, as plain CTAS.
+
+    It is the floor under the two steps for output of this size: whatever they compute, they at least
+    read their inputs and write these rows, compressed as DuckDB compresses every table."""
+    target = paths().warehouse.with_name("copy_baseline.duckdb")
+    target.unlink(missing_ok=True)
+    rows = 0
+    with connect() as con:
+        con.execute("ATTACH ? AS copy", [str(target)])
+        try:
+            for table in (*STAGED, *CONFORMED):
+                con.execute(f"CREATE TABLE copy.{table} AS SELECT * FROM main.{table}")
+                rows += con.execute(f"SELECT count(*) FROM copy.{table}").fetchone()[0]
+            con.execute("CHECKPOINT copy")
+        finally:
+            con.execute("DETACH copy")
+            target.unlink(missing_ok=True)
+    return {"tables": len(STAGED) + len(CONFORMED), "rows": rows}
+
+
 def naive_edfi(lea: str) -> dict[str, Any]:
     """Baseline: a plain ``requests`` loop, one POST per record, no concurrency, no retries."""
     base = os.environ["STAFF_EDFI_URL"]
@@ -171,6 +195,7 @@ STAGES = {
     "edfi": edfi_load,
     "linkit": linkit_load,
     "duckdb_raw": duckdb_raw,
+    "duckdb_copy": duckdb_copy,
     "naive_edfi": naive_edfi,
 }
 
