@@ -391,4 +391,3 @@ def pin_environment(session: requests.Session, base_url: str, *, timeout: float)
     if not parts.hostname:
         return None
     return KeepAliveTransport(base_url, timeout=timeout, cafile=bundle or None)
-

@@ -87,10 +87,7 @@ def edfi_desired() -> dict[str, list[str]]:
 
 def edfi_ledger_matches_server(standin: EdFiStandIn) -> dict[tuple[str, str], tuple[set, set]]:
     """Per resource: (ledger's (resource_id, body), server's (id, body)) where they differ."""
-    ids = {
-        resource: {(str(r["id"]), _strip(r)) for r in standin.records(resource)}
-        for resource in RESOURCES
-    }
+    ids = {resource: {(str(r["id"]), _strip(r)) for r in standin.records(resource)} for resource in RESOURCES}
     with warehouse.connect() as con:
         rows = con.execute("SELECT resource, resource_id, body FROM ledger_edfi").fetchall()
     ledger: dict[str, set] = {resource: set() for resource in RESOURCES}

@@ -10,7 +10,16 @@ import pytest
 from staff_pipeline.config import load_settings
 from staff_pipeline.transform.steps import stage
 from staff_pipeline.warehouse import connect
-from tests.raw_tables import LAKEVIEW_ELEM, LAKEVIEW_HIGH, UNKNOWN_ORG, Raw, employee, role, sis_row
+from tests.raw_tables import (
+    LAKEVIEW_ELEM,
+    LAKEVIEW_HIGH,
+    UNKNOWN_ORG,
+    Raw,
+    employee,
+    role,
+    run_both,
+    sis_row,
+)
 
 
 @pytest.fixture
@@ -267,6 +276,28 @@ def test_employee_in_two_schools_is_one_staged_person_with_both_roles(con, raw) 
         "SELECT school_key, organisation_role FROM stg_eduv_employee_roles ORDER BY 1"
     ).fetchall() == [("lakeview-elem", "leraar"), ("lakeview-high", "mentor")]
     assert _rejected(con) == []
+
+
+def test_a_person_in_two_answers_keeps_the_same_school_from_night_to_night(con, raw) -> None:
+    """Equally recent elements tie on stable keys (the smallest school_key), never on request ids:
+    those are new every night, and the person's school (so their contacts' schools) would flip."""
+    person = employee(1, roles=[role(LAKEVIEW_HIGH, "mentor")])
+    nights = []
+    for first, second in (("lakeview-high", "lakeview-elem"), ("lakeview-elem", "lakeview-high")):
+        ids = {school: raw.eduv(school, [person]) for school in (first, second)}
+        assert sorted(ids, key=ids.get) == [first, second]  # request ids sort the other way each night
+        run_both(con, f"night-{len(nights)}")
+        nights.append(
+            (
+                con.execute("SELECT school_key FROM stg_eduv_employees").fetchall(),
+                con.execute(
+                    "SELECT c.school_id, c.kind, c.value FROM staff_contacts c ORDER BY ALL"
+                ).fetchall(),
+            )
+        )
+    assert nights[0] == nights[1]
+    assert nights[0][0] == [("lakeview-elem",)]
+    assert len({school for school, _, _ in nights[0][1]}) == 2  # both schools that list the person
 
 
 def test_element_that_is_not_an_object_is_rejected_not_a_crash(con, raw) -> None:

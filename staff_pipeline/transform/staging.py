@@ -94,8 +94,8 @@ def ensure_state(con: duckdb.DuckDBPyConnection) -> None:
 def select_eduv_requests(con: duckdb.DuckDBPyConnection, min_employees: int) -> None:
     """``eduv_requests_used``: per configured school, the request whose employees are staged.
 
-    ``request_no`` numbers the requests in the text order of ``request_id || ':'``, the start of
-    their elements' locations, for the tie-breaks of :func:`build_staged`.
+    ``request_no`` numbers the requests so that candidate rows carry an integer, not the request id,
+    until a rejected row's location is spelled out.
     """
     con.execute(
         "CREATE OR REPLACE TEMP TABLE eduv_requests_used(school_key VARCHAR, lea_id BIGINT, "
@@ -121,7 +121,7 @@ def select_eduv_requests(con: duckdb.DuckDBPyConnection, min_employees: int) -> 
             LEFT JOIN latest l ON l.school_key = o.school_key AND l.n = 1
             LEFT JOIN eduv_accepted_requests a ON a.school_key = o.school_key
         )
-        SELECT *, row_number() OVER (ORDER BY request_id || ':', school_key) FROM used
+        SELECT *, row_number() OVER (ORDER BY school_key) FROM used
         """,
         {"min": min_employees},
     )
@@ -361,8 +361,11 @@ SIS_RECORD_NO_BASE = 2**40  # above every Edu-V record_no (a raw rowid)
 
 def _element_order(alias: str) -> str:
     """SQL ORDER BY terms ranking a person's Edu-V elements: the most recently modified first, then
-    the first location in text order (see :func:`build_staged`)."""
-    return f"{alias}.date_last_modified__v DESC, {alias}.request_no, {alias}.element_no::VARCHAR"
+    the smallest configured ``school_key``, then the first element of that school's answer.
+
+    Only stable keys break ties: a request id is new every run, and ranking by it made a person listed
+    by two schools' answers change school (and so contacts) from night to night."""
+    return f"{alias}.date_last_modified__v DESC, {alias}.school_key, {alias}.element_no"
 
 
 def build_staged(con: duckdb.DuckDBPyConnection) -> None:
@@ -371,9 +374,8 @@ def build_staged(con: duckdb.DuckDBPyConnection) -> None:
 
     An Edu-V person seen in several schools' answers is one row, taken from the most recently
     modified accepted element; ids and roles are the union over that person's accepted elements.
-    Ties go to the first location in text order, without spelling locations out: ``request_no``
-    follows the text order of ``request_id:``, element numbers compare as text, and a role number
-    as text followed by the ``]`` that closes it.
+    Ties go to the smallest ``school_key``, then the first element and role in its answer: keys that
+    are the same every night for the same answers (see :func:`_element_order`).
 
     ``record_no`` is one number per record key: for Edu-V the ``element_id`` of the element staged
     as the person, for SIS ``SIS_RECORD_NO_BASE`` + the ``export_no`` of the record's first staged row.
@@ -382,7 +384,7 @@ def build_staged(con: duckdb.DuckDBPyConnection) -> None:
         f"""
         CREATE OR REPLACE TEMP TABLE eduv_accepted AS
         WITH accepted AS MATERIALIZED (
-            SELECT c.element_id, c.request_no, c.element_no, c.date_last_modified__v, c.record_key
+            SELECT c.element_id, c.school_key, c.element_no, c.date_last_modified__v, c.record_key
             FROM {_accepted("stg_eduv_employees")}
         ),
         records AS (
@@ -419,7 +421,7 @@ def build_staged(con: duckdb.DuckDBPyConnection) -> None:
         SELECT p.record_key, r.*
         FROM (
             SELECT a.record_no, c.school_key, c.organisation_role, c.begin_date__v AS begin_date,
-                   first(c.end_date__v ORDER BY {_element_order("a")}, c.role_no || ']') AS end_date
+                   first(c.end_date__v ORDER BY {_element_order("a")}, c.role_no) AS end_date
             FROM {_accepted("stg_eduv_employee_roles")} JOIN eduv_accepted a USING (element_id)
             GROUP BY a.record_no, c.school_key, c.organisation_role, c.begin_date__v
         ) r
