@@ -127,12 +127,13 @@ def change_one_percent(generated_inbox: Path, inbox: Path) -> int:
     return changed
 
 
-FIRST_NIGHT = ("extract", "gate", "conform", "duckdb_copy")
+FIRST_NIGHT = ("extract", "gate", "conform", "duckdb_copy", "checksums")
 
 
 def _first_nights(root: Path, generated: Any, standins: dict[str, Any], repeats: int) -> list[Stage]:
-    """The first night's extract, gate and conform, with the copy baseline right after them, run
-    ``repeats`` times, each in a fresh data directory: each trial's stages run back to back, so a ratio
+    """The first night's extract, gate and conform, with the copy baseline and the tables' checksums
+    right after them, run ``repeats`` times, each in a fresh data directory: each trial's stages run
+    back to back, so a ratio
     within one trial compares figures taken under the same machine conditions. The last trial's
     directory stays for the loads and the incremental run."""
     trials: list[Stage] = []
@@ -151,8 +152,8 @@ def _first_nights(root: Path, generated: Any, standins: dict[str, Any], repeats:
 
 
 def _same_output(trials: list[Stage]) -> None:
-    """Every trial ran the same night on the same inputs: different row counts are a pipeline bug
-    (a result that depends on request ids, timing or hash order), not noise."""
+    """Every trial ran the same night on the same inputs: different row counts or table checksums
+    are a pipeline bug (a result that depends on request ids, timing or hash order), not noise."""
     seen: dict[str, dict[str, Any]] = {}
     for s in trials:
         counts = {k: v for k, v in s.counts.items() if k not in ("work_seconds", "trial")}

@@ -1,7 +1,7 @@
 """One pipeline stage (or one baseline) in a process of its own, so its peak RSS is its own.
 
     python -m bench.stages startup | extract | gate | conform | edfi <lea> | linkit <district>
-                           | duckdb_raw <generated dir> | duckdb_copy | naive_edfi <lea>
+                           | duckdb_raw <generated dir> | duckdb_copy | checksums | naive_edfi <lea>
 
 Run by ``python -m bench`` with the stand-ins' URLs and keys in the environment (as the demo sets
 them) and ``STAFF_DATA_DIR`` pointing at the benchmark's warehouse. The stages call the same plain
@@ -156,6 +156,21 @@ def duckdb_copy() -> dict[str, Any]:
     return {"tables": len(STAGED) + len(CONFORMED), "rows": rows}
 
 
+def checksums() -> dict[str, Any]:
+    """Not timed work: an order-independent checksum of every staged and conformed table, so trials
+    of the same night can be compared for content, not only row counts. ``record_no`` is left out:
+    it numbers records by their raw rows, whose order follows the order the answers landed in."""
+    out: dict[str, Any] = {}
+    with connect(read_only=True) as con:
+        for table in (*STAGED, *CONFORMED):
+            columns = [d[0] for d in con.execute(f"SELECT * FROM {table} LIMIT 0").description]
+            picked = ", ".join(f'"{c}"' for c in columns if c != "record_no")
+            out[table] = con.execute(
+                f"SELECT sum(hash(struct_pack({picked}))::HUGEINT)::VARCHAR FROM {table}"
+            ).fetchone()[0]
+    return out
+
+
 def naive_edfi(lea: str) -> dict[str, Any]:
     """Baseline: a plain ``requests`` loop, one POST per record, no concurrency, no retries."""
     base = os.environ["STAFF_EDFI_URL"]
@@ -196,6 +211,7 @@ STAGES = {
     "linkit": linkit_load,
     "duckdb_raw": duckdb_raw,
     "duckdb_copy": duckdb_copy,
+    "checksums": checksums,
     "naive_edfi": naive_edfi,
 }
 
