@@ -133,15 +133,13 @@ FIRST_NIGHT = ("extract", "gate", "conform", "duckdb_copy", "checksums")
 def _first_nights(root: Path, generated: Any, standins: dict[str, Any], repeats: int) -> list[Stage]:
     """The first night's extract, gate and conform, with the copy baseline and the tables' checksums
     right after them, run ``repeats`` times, each in a fresh data directory: each trial's stages run
-    back to back, so a ratio
-    within one trial compares figures taken under the same machine conditions. The last trial's
-    directory stays for the loads and the incremental run."""
+    back to back, so a ratio within one trial compares figures taken under the same machine
+    conditions. The last trial's directory stays for the loads and the incremental run."""
     trials: list[Stage] = []
     for trial in range(1, repeats + 1):
-        previous = paths().data_dir
-        os.environ["STAFF_DATA_DIR"] = str(root / f"data-{trial}")
         if trial > 1:
-            shutil.rmtree(previous, ignore_errors=True)
+            shutil.rmtree(root / f"data-{trial - 1}", ignore_errors=True)
+        os.environ["STAFF_DATA_DIR"] = str(root / f"data-{trial}")
         shutil.copytree(generated.inbox_dir, paths().inbox, dirs_exist_ok=True)
         for name in FIRST_NIGHT:
             stage = _measured(standins, name)
@@ -173,7 +171,6 @@ def bench_scale(
 ) -> dict[str, Any]:
     """Everything measured at one scale."""
     root = Path(tempfile.mkdtemp(prefix=f"bench-{people}-"))
-    os.environ["STAFF_DATA_DIR"] = str(root / "data")
     os.environ["BENCH_RUN_ID"] = "full"
     organisations = load_organisations()
     leas = [str(x) for x in organisations["lea_id"].unique()]

@@ -34,6 +34,7 @@ from staff_pipeline.transform.staging import STAGED
 from staff_pipeline.warehouse import connect
 
 RUN_ID = os.environ.get("BENCH_RUN_ID", "bench")
+OUTPUT_TABLES = (*STAGED, *CONFORMED)  # what the gate and the model write
 
 
 def extract() -> dict[str, Any]:
@@ -146,14 +147,14 @@ def duckdb_copy() -> dict[str, Any]:
     with connect() as con:
         con.execute("ATTACH ? AS copy", [str(target)])
         try:
-            for table in (*STAGED, *CONFORMED):
+            for table in OUTPUT_TABLES:
                 con.execute(f"CREATE TABLE copy.{table} AS SELECT * FROM main.{table}")
                 rows += con.execute(f"SELECT count(*) FROM copy.{table}").fetchone()[0]
             con.execute("CHECKPOINT copy")
         finally:
             con.execute("DETACH copy")
             target.unlink(missing_ok=True)
-    return {"tables": len(STAGED) + len(CONFORMED), "rows": rows}
+    return {"tables": len(OUTPUT_TABLES), "rows": rows}
 
 
 def checksums() -> dict[str, Any]:
@@ -162,7 +163,7 @@ def checksums() -> dict[str, Any]:
     it numbers records by their raw rows, whose order follows the order the answers landed in."""
     out: dict[str, Any] = {}
     with connect(read_only=True) as con:
-        for table in (*STAGED, *CONFORMED):
+        for table in OUTPUT_TABLES:
             columns = [d[0] for d in con.execute(f"SELECT * FROM {table} LIMIT 0").description]
             picked = ", ".join(f'"{c}"' for c in columns if c != "record_no")
             out[table] = con.execute(
