@@ -274,3 +274,32 @@ def test_calls_reuse_keep_alive_connections_and_a_proxy_keeps_the_requests_sessi
     proxied = LinkItClient("https://linkit.example", ACCESS, PRIVATE)
     assert proxied._transport is None and proxied.session.proxies["https"] == "http://proxy.example:3128"
     assert proxied.session.verify is not False
+
+
+def test_a_base_url_with_a_path_is_signed_as_sent() -> None:
+    """The tag signs the path on the wire: an API served under ``/api/v1`` checks ``/api/v1/staffs``."""
+    with LinkItStandIn(base_path="/api/v1") as standin:
+        standin.add_district("lakeview", ACCESS, PRIVATE, [501])
+        client = LinkItClient(f"{standin.url}/api/v1", ACCESS, PRIVATE)
+        try:
+            assert client.create_staff(JOHN)["UserID"]
+            assert client.find_staff(local_code="JS12345")[0]["UserName"] == "JohnSmith"
+        finally:
+            client.close()
+        assert [r.path for r in standin.received] == ["/api/v1/staffs", "/api/v1/staffs"]
+        with pytest.raises(LinkItError, match="No such resource"):
+            LinkItClient(standin.url, ACCESS, PRIVATE).find_staff(local_code="JS12345")
+
+
+@pytest.mark.parametrize("school", [501.9, "501.0", True, "five"])
+def test_school_id_must_be_an_integer(linkit_client: LinkItClient, school) -> None:
+    with pytest.raises(LinkItError, match="SchoolID must be an integer"):
+        linkit_client.create_staff(JOHN | {"SchoolID": school})
+    assert [s["SchoolID"] for s in linkit_client.create_staff(JOHN | {"SchoolID": 501})["Schools"]] == [501]
+
+
+def test_access_key_and_tag_longer_than_128_are_refused(linkit_standin) -> None:
+    long_key = "A" * 129
+    linkit_standin.add_district("lakeview2", long_key, PRIVATE, [501])
+    answer = requests.get(_signed_url(linkit_standin.url, "/staffs", access=long_key), timeout=10)
+    assert answer.status_code == 401 and "at most 128" in answer.json()["Error"]

@@ -197,13 +197,14 @@ class LinkItClient:
         """The query string to send (a fresh timestamp, the access key, ``extra``, then ``tag``) and the tag.
 
         The same encoding of the parameters makes the canonical request and the wire, so the tag
-        signs exactly what is sent (:func:`canonical_request`).
+        signs exactly what is sent (:func:`canonical_request`), the base URL's path included: an API
+        served under ``/api/v1`` sees ``/api/v1/staffs`` on the wire.
         """
         # = urlencode([("timestamp", ...), ("accesskey", ...), *extra]), with the constant part made once
         encoded = f"timestamp={quote_plus(format_timestamp(self._clock()))}&{self._encoded_key}"
         if extra:
             encoded += f"&{urlencode(extra)}"
-        tag = self._signer(f"{path}?{encoded}", self._private_key)
+        tag = self._signer(f"{self._base_path}{path}?{encoded}", self._private_key)
         return f"{encoded}&tag={quote_plus(tag)}", tag
 
     def _redact(self, text: str, tags: Sequence[str] = ()) -> str:

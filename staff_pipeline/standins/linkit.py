@@ -48,6 +48,7 @@ FIELDS = (
     "LocalCode",
     "StateCode",
 )
+KEY_LIMIT = 128  # AccessKey and Tag: STRING (128)
 USER_ORDER = (
     "UserID",
     "Role",
@@ -105,9 +106,11 @@ class LinkItStandIn(StandIn):
         *,
         max_skew: timedelta = timedelta(minutes=5),
         signer: Signer = SIGNERS["hmac-sha256"],
+        base_path: str = "",
     ) -> None:
         super().__init__(knobs, host, port)
         self.max_skew = max_skew
+        self.base_path = base_path.rstrip("/")  # where the API is served, e.g. "/api/v1"
         self.signer = signer
         self._districts: dict[str, District] = {}  # by access key
         self._ids = itertools.count(324024)
@@ -153,8 +156,10 @@ class LinkItStandIn(StandIn):
     def handle(self, request: Request) -> Response:
         as_xml = "xml" in request.headers.get("accept", "") or request.body.lstrip().startswith(b"<")
         try:
+            if not request.path.startswith(f"{self.base_path}/"):
+                raise _Refused(404, f"No such resource: {request.method} {request.path}")
             district = self._authenticate(request)
-            parts = [p for p in request.path.split("/") if p]
+            parts = [p for p in request.path.removeprefix(self.base_path).split("/") if p]
             with self._lock:
                 data = self._route(request, district, parts)
         except _Refused as refused:
@@ -186,6 +191,8 @@ class LinkItStandIn(StandIn):
         stamp, access, tag = request.arg("timestamp"), request.arg("accesskey"), request.arg("tag")
         if not stamp or not access or not tag:
             raise _Refused(401, "timestamp, accesskey and tag are required")
+        if len(access) > KEY_LIMIT or len(tag) > KEY_LIMIT:
+            raise _Refused(401, f"accesskey and tag are at most {KEY_LIMIT} characters")
         district = self._districts.get(access)
         if district is None:
             raise _Refused(401, "Invalid access key")
@@ -244,10 +251,12 @@ class LinkItStandIn(StandIn):
         return out
 
     def _school(self, district: District, value: Any) -> int:
-        try:
-            school = int(value)
-        except (TypeError, ValueError):
-            raise _Refused(200, "SchoolID must be an integer") from None
+        """An INTEGER: a JSON number without a fraction, or an XML element's digits (XML has no types)."""
+        if isinstance(value, bool) or not (
+            isinstance(value, int) or (isinstance(value, str) and value.strip().isdecimal())
+        ):
+            raise _Refused(200, "SchoolID must be an integer")
+        school = int(value)
         if school not in district.schools:
             raise _Refused(200, f"SchoolID {school} is not a school of this district")
         return school
