@@ -111,7 +111,7 @@ def linkit_staff_accounts(
         "rejected_by_rule": counts_table(rejected, "rule"),
     }
     if not report.dry_run:
-        for name in (*DONE, "unchanged", "failed"):
+        for name in (*DONE, "kept", "unchanged", "failed"):
             metadata[name] = int(outcomes[name])
         metadata["failed_by_error"] = counts_table(dict(report.failures), "error")
         metadata["requests"] = counts_table(dict(report.requests), "call")

@@ -1,8 +1,10 @@
 """LinkIt! load of one district: diff the mart against the ledger, send, journal, fold.
 
-The diff is SQL (``mart_linkit_staff`` full-outer-joined to ``ledger_linkit`` on LocalCode):
-create, update (content hash changed), reactivate, schools (assign/unassign), deactivate
-(never delete), unchanged. An unchanged district sends nothing but its reads of the warehouse.
+The diff is SQL (``mart_linkit_staff`` full-outer-joined to ``ledger_linkit`` on the account the
+mart matched, ``account_code``): create, update (content hash or LocalCode changed), reactivate,
+schools (assign/unassign), deactivate (never delete), keep (the person is still there but the mart
+rejected their row: their account is left as it is, not deactivated), unchanged. An unchanged
+district sends nothing but its reads of the warehouse.
 
 Creates are not idempotent. Before each create the journal gets an *intent* line; the ledger
 remembers an intent that never completed as ``pending``, and the next run looks that person up by
@@ -32,7 +34,7 @@ from staff_pipeline import warehouse
 from staff_pipeline.clients.linkit import LinkItClient, LinkItError
 from staff_pipeline.http import ApiError
 from staff_pipeline.loads.journal import Journal
-from staff_pipeline.loads.linkit_mart import FIELD_OF, LEDGER, MART, ensure_tables
+from staff_pipeline.loads.linkit_mart import FIELD_OF, LEAVING_RULES, LEDGER, MART, REJECTED, ensure_tables
 from staff_pipeline.loads.workers import run_workers
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ JOURNAL_COLUMNS = {
     "status": "VARCHAR",
     "http_status": "INTEGER",
     "error": "VARCHAR",
+    "replaces": "VARCHAR",
 }
 
 PLAN_SQL = f"""
@@ -67,17 +70,24 @@ SELECT coalesce(m.local_code, l.local_code) AS local_code, coalesce(m.person_id,
        m.local_code AS m_code,
        m.state_code, m.school_ids, m.content_hash, l.user_id,
        coalesce(l.school_ids, []::BIGINT[]) AS ledger_school_ids,
+       CASE WHEN m.local_code <> l.local_code THEN l.local_code END AS replaces,
+       m.blocked_user_id, m.blocked_person_id,
        CASE
-         WHEN m.local_code IS NULL THEN CASE WHEN l.status IN ('active', 'pending') THEN 'deactivate' END
+         WHEN m.person_id IS NULL THEN CASE
+           WHEN l.status NOT IN ('active', 'pending') THEN NULL
+           WHEN EXISTS (SELECT 1 FROM {REJECTED} r WHERE r.district = $district
+                        AND (r.person_id = l.person_id OR r.local_code = l.local_code)
+                        AND r.rule NOT IN {LEAVING_RULES}) THEN 'keep'
+           ELSE 'deactivate' END
          WHEN l.local_code IS NULL OR l.status IN ('pending', 'absent') THEN 'create'
          WHEN l.status = 'inactive' THEN 'reactivate'
-         WHEN m.content_hash IS DISTINCT FROM l.content_hash THEN 'update'
+         WHEN m.content_hash IS DISTINCT FROM l.content_hash OR m.local_code <> l.local_code THEN 'update'
          WHEN list_sort(m.school_ids) <> list_sort(coalesce(l.school_ids, []::BIGINT[])) THEN 'schools'
          ELSE 'unchanged'
        END AS action,
-       coalesce(l.status = 'pending', false) AS lookup_first
+       coalesce(l.status = 'pending', false) OR m.blocked_user_id IS NOT NULL AS lookup_first
 FROM (SELECT * FROM {MART} WHERE district = $district) m
-FULL OUTER JOIN (SELECT * FROM {LEDGER} WHERE district = $district) l ON m.local_code = l.local_code
+FULL OUTER JOIN (SELECT * FROM {LEDGER} WHERE district = $district) l ON l.local_code = m.account_code
 """
 
 
@@ -130,6 +140,7 @@ class _Sender:
                 "local_code": row["local_code"],
                 "person_id": row["person_id"],
                 "action": action,
+                "replaces": row.get("replaces"),
                 **entry,
             }
         )
@@ -171,8 +182,16 @@ class _Sender:
             return "failed", error
 
     def _lookup(self, row: dict[str, Any]) -> dict[str, Any] | None:
-        """The account holding this LocalCode; an account holding only the UserName is someone else's."""
+        """The account holding this LocalCode; an account holding only the UserName is someone else's,
+        and so is the deactivated account of another person still holding the LocalCode."""
         found = self.client.find_staff(local_code=row["local_code"])
+        if found and found[0]["UserID"] == row.get("blocked_user_id"):
+            error = (
+                f"LocalCode {row['local_code']} belongs to the deactivated LinkIt account "
+                f"{found[0]['UserID']} of person {row['blocked_person_id']}; not handed to person "
+                f"{row['person_id']} (give that account another LocalCode in LinkIt first)"
+            )
+            raise LinkItError(error, error=error)
         if found:
             return found[0]
         if row.get("user_name") and (other := self.client.find_staff(username=row["user_name"])):
@@ -291,6 +310,15 @@ def fold_journal(con: duckdb.DuckDBPyConnection, journal: Journal, district: str
             params,
         )
         con.execute(f"INSERT INTO {LEDGER} SELECT * FROM lk_merged")
+        # An account whose LocalCode changed now lives under the new code only.
+        con.execute(
+            f"""
+            DELETE FROM {LEDGER} WHERE district = $district AND local_code IN (
+                SELECT replaces FROM lk_journal WHERE kind = 'done' AND ok AND replaces IS NOT NULL
+                EXCEPT SELECT local_code FROM lk_merged)
+            """,
+            params,
+        )
         con.execute(
             "INSERT INTO load_events SELECT run_id, 'linkit', $district, local_code, action, ok, "
             "http_status, error, journaled_at FROM lk_journal WHERE kind = 'done'",
@@ -377,6 +405,9 @@ def load_district(
         plan, active = plan_district(con, district)
     report.plan = Counter(plan["action"])
     report.outcomes["unchanged"] = plan.attrs["unchanged"]
+    if report.plan["keep"]:  # see mart_linkit_rejected for why: nothing is sent until it is fixed
+        report.outcomes["kept"] = report.plan["keep"]
+        plan = plan[plan["action"] != "keep"]
     report.preview = plan[["action", "local_code", "user_name", "role", "school_ids", "user_id"]].head(20)
     deactivations = report.plan["deactivate"]
     if deactivations and not confirm_deactivations and deactivations > max_deactivate_share * max(active, 1):

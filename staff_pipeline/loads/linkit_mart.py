@@ -6,9 +6,16 @@ the district gets a row in ``mart_linkit_rejected`` saying why (no LinkIt role, 
 over a field limit, a missing LocalCode, ...): values are never truncated.
 
 UserName follows ``[linkit] username_rule``, normalised to what LinkIt accepts (lower case ASCII
-letters, digits, ``.``, ``_``, ``-``). Two people wanting the same name in a district: the one who
-already holds it (ledger) keeps it, then by person id; the others get ``2``, ``3``, ... appended
-and are reported (``username_suffixed``).
+letters, digits, ``.``, ``_``, ``-``). A person keeps the name their account holds (the ledger) while
+it still derives from their rule (the base, or the base and a number). Everyone else takes the first
+of the base, base ``2``, base ``3``, ... that no LinkIt account of the district holds (deactivated
+ones included: they keep their names), in person id order, and is reported (``username_suffixed``).
+
+Each person's account (``account_code``, the ledger row's LocalCode) is the one holding their LocalCode,
+else the one their person id held under a LocalCode nobody wants now (the SIS renumbered them: the load
+changes that account's LocalCode rather than make a second one). A LocalCode held by the deactivated
+account of another person is not handed over: ``blocked_user_id`` names that account, and the create
+refuses to adopt it.
 """
 
 from __future__ import annotations
@@ -28,8 +35,14 @@ CREATE TABLE IF NOT EXISTS {MART} (
     district VARCHAR, person_id VARCHAR, local_code VARCHAR, user_name VARCHAR, role VARCHAR,
     first_name VARCHAR, last_name VARCHAR, email_address VARCHAR, phone_number VARCHAR,
     state_code VARCHAR, school_ids BIGINT[], username_base VARCHAR, username_suffixed BOOLEAN,
-    content_hash VARCHAR, run_id VARCHAR, built_at TIMESTAMPTZ
+    content_hash VARCHAR, run_id VARCHAR, built_at TIMESTAMPTZ, account_code VARCHAR,
+    blocked_user_id BIGINT, blocked_person_id VARCHAR
 )"""
+# Columns added after the first release: a warehouse made before them gets them on first use.
+MART_ADDED = {"account_code": "VARCHAR", "blocked_user_id": "BIGINT", "blocked_person_id": "VARCHAR"}
+# Why a person can be missing from the mart although they still work in the district: their account
+# stays as it is (it is not deactivated) until the data is fixed. The other rules mean "not here".
+LEAVING_RULES = ("leaving", "no_linkit_role")
 REJECTED_DDL = f"""
 CREATE TABLE IF NOT EXISTS {REJECTED} (
     district VARCHAR, person_id VARCHAR, local_code VARCHAR, rule VARCHAR, field VARCHAR,
@@ -58,6 +71,8 @@ HASHED = ("role", "user_name", "first_name", "last_name", "email_address", "phon
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     for ddl in (MART_DDL, REJECTED_DDL, LEDGER_DDL):
         con.execute(ddl)
+    for column, kind in MART_ADDED.items():
+        con.execute(f"ALTER TABLE {MART} ADD COLUMN IF NOT EXISTS {column} {kind}")
 
 
 def _normalise(expr: str) -> str:
@@ -120,6 +135,15 @@ def build_mart(
         f"CREATE OR REPLACE TEMP TABLE lk_candidates AS {_candidates_sql(username_rule)}",
         {"district": district},
     )
+    # The district's accounts (a row marked absent holds none).
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE lk_ledger AS
+        SELECT local_code, person_id, user_id, user_name, status, updated_at FROM {LEDGER}
+        WHERE district = $district AND status IN ('active', 'inactive', 'pending')
+        """,
+        {"district": district},
+    )
     # Reasons a person is not loaded, one row per (person, rule, field); the first decides.
     limit_checks = " UNION ALL ".join(
         f"SELECT person_id, local_code, 'too_long', '{field}', {column}, "
@@ -147,27 +171,15 @@ def build_mart(
         UNION ALL
         SELECT person_id, local_code, 'duplicate_local_code', 'LocalCode', local_code,
                'LocalCode also used by person ' || first_holder || ' in this district'
-        FROM (SELECT *, first(person_id) OVER (PARTITION BY local_code ORDER BY person_id) AS first_holder
-              FROM lk_candidates WHERE local_code IS NOT NULL) WHERE person_id <> first_holder
+        FROM (SELECT c.*, first(c.person_id) OVER (
+                  PARTITION BY c.local_code ORDER BY c.person_id = l.person_id DESC NULLS LAST, c.person_id
+              ) AS first_holder  -- the person whose account holds the LocalCode keeps it
+              FROM lk_candidates c LEFT JOIN lk_ledger l USING (local_code)
+              WHERE c.local_code IS NOT NULL) WHERE person_id <> first_holder
         UNION ALL {limit_checks}
     """)
-    ledger_names = f"(SELECT local_code, user_name FROM {LEDGER} WHERE district = $district)"
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE lk_named AS
-        WITH ok AS (SELECT * FROM lk_candidates WHERE person_id NOT IN (SELECT person_id FROM lk_reasons)),
-        ranked AS (
-            SELECT ok.*, row_number() OVER (
-                PARTITION BY username_base ORDER BY l.user_name IS NOT DISTINCT FROM ok.username_base DESC,
-                person_id) AS n
-            FROM ok LEFT JOIN {ledger_names} l USING (local_code)
-        )
-        SELECT * EXCLUDE (n), CASE WHEN n = 1 THEN username_base ELSE username_base || n END AS user_name,
-               n > 1 AS username_suffixed
-        FROM ranked
-    """,
-        {"district": district},
-    )
+    _match_accounts(con)
+    _name_accounts(con)
     con.execute(f"""
         INSERT INTO lk_reasons
         SELECT person_id, local_code, 'too_long', 'UserName', user_name,
@@ -176,8 +188,9 @@ def build_mart(
         UNION ALL
         SELECT person_id, local_code, 'username_collision', 'UserName', user_name,
                'UserName ' || user_name || ' is also wanted by person ' || first_holder
-        FROM (SELECT *, first(person_id) OVER (PARTITION BY user_name ORDER BY username_suffixed, person_id)
-                  AS first_holder FROM lk_named)
+        FROM (SELECT *, first(person_id) OVER (
+                  PARTITION BY lower(user_name) ORDER BY name_kept DESC, username_suffixed, person_id
+              ) AS first_holder FROM lk_named)  -- names of two bases can meet: base "ab" 12, "ab1" 2
         WHERE person_id <> first_holder
     """)
     hashed = ", ".join(HASHED)
@@ -190,7 +203,8 @@ def build_mart(
             INSERT INTO {MART}
             SELECT $district, person_id, local_code, user_name, role, first_name, last_name, email_address,
                    phone_number, state_code, school_ids, username_base, username_suffixed,
-                   md5(to_json(struct_pack({hashed}))), $run_id, $now
+                   md5(to_json(struct_pack({hashed}))), $run_id, $now, account_code, blocked_user_id,
+                   blocked_person_id
             FROM lk_named WHERE person_id NOT IN (SELECT person_id FROM lk_reasons)
             """,
             {"district": district, "run_id": run_id, "now": now},
@@ -217,3 +231,91 @@ def build_mart(
         f"SELECT count(*) FROM {MART} WHERE district = ? AND username_suffixed", [district]
     ).fetchone()[0]
     return counts
+
+
+def _match_accounts(con: duckdb.DuckDBPyConnection) -> None:
+    """``lk_accounts``: per candidate, the ledger row of their account (``account_code``), or the
+    deactivated account of another person that holds their LocalCode (``blocked_*``).
+
+    An active account holding the LocalCode is the person's even under another person id (identity
+    renumbered them; LocalCode is what LinkIt pairs). A person whose LocalCode has no account keeps
+    the account their person id held under a LocalCode no candidate wants any more."""
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE lk_accounts AS
+        WITH by_code AS (
+            SELECT c.person_id, l.local_code, l.person_id AS holder, l.user_id, l.status
+            FROM lk_candidates c JOIN lk_ledger l USING (local_code)
+        ),
+        moved AS (
+            SELECT c.person_id, arg_max(l.local_code, l.updated_at) AS local_code
+            FROM lk_candidates c JOIN lk_ledger l ON l.person_id = c.person_id
+            WHERE l.local_code IS DISTINCT FROM c.local_code
+              AND l.local_code NOT IN (SELECT local_code FROM lk_candidates WHERE local_code IS NOT NULL)
+              AND c.local_code NOT IN (SELECT local_code FROM lk_ledger)
+            GROUP BY c.person_id
+        )
+        SELECT c.person_id,
+               CASE WHEN b.holder = c.person_id OR b.status <> 'inactive' THEN b.local_code
+                    ELSE m.local_code END AS account_code,
+               CASE WHEN b.holder <> c.person_id AND b.status = 'inactive' THEN b.user_id END
+                   AS blocked_user_id,
+               CASE WHEN b.holder <> c.person_id AND b.status = 'inactive' THEN b.holder END
+                   AS blocked_person_id
+        FROM lk_candidates c LEFT JOIN by_code b USING (person_id) LEFT JOIN moved m USING (person_id)
+        """
+    )
+
+
+def _name_accounts(con: duckdb.DuckDBPyConnection) -> None:
+    """``lk_named``: the accepted candidates with their UserName (see the module docstring).
+
+    Set-based: per base, as many tries (base, base2, ...) as it has people plus the district's names
+    with the same stem (the base without trailing digits: every taken try has that stem), the taken
+    ones removed, the i-th free try to the i-th person of that base."""
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE lk_named AS
+        WITH ok AS (
+            SELECT c.*, a.account_code, a.blocked_user_id, a.blocked_person_id, l.user_name AS held_name
+            FROM lk_candidates c LEFT JOIN lk_accounts a USING (person_id)
+            LEFT JOIN lk_ledger l ON l.local_code = a.account_code
+            WHERE c.person_id NOT IN (SELECT person_id FROM lk_reasons)
+        ),
+        kept AS (
+            SELECT person_id, held_name AS user_name FROM ok
+            WHERE lower(held_name) = username_base
+               OR (starts_with(lower(held_name), username_base)
+                   AND regexp_full_match(substr(held_name, length(username_base) + 1), '[1-9][0-9]*'))
+        ),
+        needers AS (
+            SELECT person_id, username_base,
+                   row_number() OVER (PARTITION BY username_base ORDER BY person_id) AS i
+            FROM ok ANTI JOIN kept USING (person_id)
+        ),
+        taken AS (
+            SELECT DISTINCT lower(user_name) AS name, regexp_replace(lower(user_name), '[0-9]+$', '') AS stem
+            FROM lk_ledger WHERE user_name IS NOT NULL
+        ),
+        bound AS (
+            SELECT b.username_base, any_value(b.m) + count(t.name) AS n
+            FROM (SELECT username_base, count(*) AS m, regexp_replace(username_base, '[0-9]+$', '') AS stem
+                  FROM needers GROUP BY username_base) b
+            LEFT JOIN taken t USING (stem) GROUP BY b.username_base
+        ),
+        tries AS (
+            SELECT username_base, k, CASE WHEN k = 1 THEN username_base ELSE username_base || k END AS name
+            FROM (SELECT username_base, unnest(range(1, n + 1)) AS k FROM bound)
+        ),
+        free AS (
+            SELECT username_base, name, k, row_number() OVER (PARTITION BY username_base ORDER BY k) AS i
+            FROM tries ANTI JOIN taken USING (name)
+        )
+        SELECT ok.* EXCLUDE (held_name), coalesce(kept.user_name, f.name) AS user_name,
+               coalesce(lower(kept.user_name) <> ok.username_base, f.k > 1) AS username_suffixed,
+               kept.user_name IS NOT NULL AS name_kept
+        FROM ok LEFT JOIN kept USING (person_id)
+        LEFT JOIN needers n USING (person_id)
+        LEFT JOIN free f ON f.username_base = n.username_base AND f.i = n.i
+        """
+    )
