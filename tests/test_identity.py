@@ -163,3 +163,27 @@ def test_person_id_is_stable_across_runs_when_identifiers_change(con) -> None:
 
     assert second["eduv:eckId:eck-1"][0] == first["eduv:eckId:eck-1"][0] == second["sis:100001:T1"][0]
     assert second["eduv:eckId:eck-2"][0] == first["eduv:eckId:eck-2"][0]
+
+
+def test_a_split_person_gets_two_distinct_ids_that_stay(con) -> None:
+    """Edu-V stops sending the ASI that matched them to SIS: two people again. The SIS group keeps the
+    old id (its WISEid and local code vote for it); the Edu-V group, which holds the old anchor
+    record, would derive that same id: it takes another, and keeps it the next night."""
+    raw = Raw(con)
+    raw.eduv("lakeview-elem", [employee(1, asi="T5")])
+    raw.sis(100001, [sis_row("T5", state_staff_id="1000000005")])
+    assert run_both(con, "run-1").swapped
+    [(merged, _)] = set(_people(con).values())
+
+    ids = [{"userId": "eck-1", "userIdType": "eckId"}, {"userId": "900000001", "userIdType": "NEPPI"}]
+    nights = []
+    for night in ("run-2", "run-3"):
+        raw.eduv("lakeview-elem", [employee(1, userIds=ids)])
+        raw.sis(100001, [sis_row("T5", state_staff_id="1000000005")])
+        result = run_both(con, night)
+        assert result.swapped, result.failures
+        nights.append(_people(con))
+    for people in nights:
+        assert people["sis:100001:T5"][0] == merged
+        assert people["eduv:eckId:eck-1"][0] != merged
+    assert nights[0] == nights[1]

@@ -325,13 +325,24 @@ def _assign_person_ids(con: duckdb.DuckDBPyConnection) -> None:
             QUALIFY row_number() OVER (PARTITION BY label ORDER BY n DESC, person_id) = 1
                 AND row_number() OVER (PARTITION BY person_id ORDER BY n DESC, label) = 1
         """
+    # A derived id that another group claimed this run (it held the anchor's record before a split)
+    # takes a second derivation: two people never share an id, and the next run claims it as usual.
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE person_labels AS
-        WITH claimed AS ({claimed})
-        SELECT a.label, coalesce(c.person_id, 'P' || upper(substr(md5(a.anchor), 1, 15))) AS person_id,
+        WITH claimed AS ({claimed}),
+        derived AS (
+            SELECT a.label, c.person_id AS claimed_id, a.anchor,
+                   'P' || upper(substr(md5(a.anchor), 1, 15)) AS derived_id
+            FROM id_anchor a LEFT JOIN claimed c USING (label)
+        )
+        SELECT d.label,
+               coalesce(d.claimed_id,
+                        CASE WHEN d.derived_id IN (SELECT person_id FROM claimed)
+                             THEN 'P' || upper(substr(md5(d.anchor || '#2'), 1, 15))
+                             ELSE d.derived_id END) AS person_id,
                m.matched_by, m.eduv, m.sis
-        FROM id_anchor a LEFT JOIN claimed c USING (label) JOIN id_matched_by m USING (label)
+        FROM derived d JOIN id_matched_by m USING (label)
         """
     )
     con.execute(
