@@ -109,7 +109,8 @@ _DDL = {
     "staff_contacts": "person_id VARCHAR, lea_id BIGINT, school_id BIGINT, kind VARCHAR, value VARCHAR, "
     "source VARCHAR, is_primary BOOLEAN",
     "staff_assignments": "person_id VARCHAR, lea_id BIGINT, school_id BIGINT, school_key VARCHAR, "
-    "choice_school BOOLEAN, linkit_district VARCHAR, linkit_school_id BIGINT, source VARCHAR, "
+    "local_code VARCHAR, choice_school BOOLEAN, linkit_district VARCHAR, linkit_school_id BIGINT, "
+    "source VARCHAR, "
     "source_role VARCHAR, staff_classification VARCHAR, contact_title VARCHAR, linkit_role VARCHAR, "
     "position_title VARCHAR, begin_date DATE, end_date DATE, fte DOUBLE, school_period VARCHAR, "
     "active BOOLEAN",
@@ -117,7 +118,10 @@ _DDL = {
 
 
 def write_conformed(staff: list[dict], assignments: list[dict], contacts: list[dict] | None = None) -> None:
-    """Replace the three conformed tables with these rows (columns as in ARCHITECTURE.md)."""
+    """Replace the three conformed tables with these rows (columns as in ARCHITECTURE.md). An
+    assignment without a ``local_code`` takes its person's ``staff.local_code``."""
+    codes = {s["person_id"]: s["local_code"] for s in staff}
+    assignments = [{"local_code": codes.get(a["person_id"])} | a for a in assignments]
     frames = {"staff": staff, "staff_assignments": assignments, "staff_contacts": contacts or []}
     with warehouse.connect() as con:
         for table, rows in frames.items():

@@ -205,3 +205,32 @@ def test_a_contact_or_assignment_of_a_person_missing_from_staff_blocks_the_model
     for cases in failures.values():
         unknown = cases[cases["check"] == "unknown_person"]
         assert set(unknown["failure_case"]) == {person}
+
+
+def test_local_codes_belong_to_an_lea_and_linkit_gets_each_districts_own(con) -> None:
+    """One person (one WISEid) is T1 in Lakeview and R1 in Riverside; Riverside's own T1 is someone
+    else. Nothing is ambiguous: the model swaps, and each LinkIt district gets its LEA's code."""
+    from staff_pipeline.loads import linkit_mart
+
+    raw = Raw(con)
+    raw.sis(100001, [sis_row("T1", state_staff_id="1000000001")])
+    raw.sis(
+        100002,
+        [
+            sis_row("R1", school="RSE", state_staff_id="1000000001"),
+            sis_row("T1", school="RSE", email="other.t1@riverside.example.org"),
+        ],
+    )
+    result = run_both(con)
+    assert result.swapped, result.failures
+    one = _person(con, "sis:100001:T1")
+    assert _person(con, "sis:100002:R1") == one != _person(con, "sis:100002:T1")
+    codes = con.execute(
+        "SELECT lea_id, local_code FROM staff_assignments WHERE person_id = ? ORDER BY 1", [one]
+    ).fetchall()
+    assert codes == [(100001, "T1"), (100002, "R1")]
+    for district in ("lakeview", "riverside"):
+        linkit_mart.build_mart(con, district, "email_local_part", "run")
+    assert con.execute(
+        "SELECT district, local_code FROM mart_linkit_staff WHERE person_id = ? ORDER BY 1", [one]
+    ).fetchall() == [("lakeview", "T1"), ("riverside", "R1")]

@@ -84,6 +84,25 @@ def test_local_code_is_scoped_to_the_lea(con) -> None:
     assert people["eduv:eckId:eck-1"] != people["sis:100002:T1"]
 
 
+def test_an_asi_is_the_local_code_of_the_lea_whose_answer_sent_it(con) -> None:
+    """Lakeview's administration system sends ASI T1; the employee also has a role at a Riverside
+    school, whose SIS knows an unrelated T1 and knows this employee as R1 (Riverside's answer sends
+    ASI R1). Each ASI matches in its own LEA only."""
+    raw = Raw(con)
+    both = [role(LAKEVIEW_ELEM), role(RIVERSIDE_ELEM)]
+    raw.eduv("lakeview-elem", [employee(1, asi="T1", email=None, roles=both)])
+    raw.eduv("riverside-elem", [employee(1, asi="R1", email=None, roles=both)])
+    raw.sis(100002, [sis_row("T1", school="RSE"), sis_row("R1", school="RSE")])
+    assert run_both(con).swapped
+    people = _people(con)
+    assert people["eduv:eckId:eck-1"] == people["sis:100002:R1"]
+    assert people["sis:100002:T1"] != people["eduv:eckId:eck-1"]
+    assert people["sis:100002:T1"][1] == "unmatched"
+    assert con.execute(
+        "SELECT user_id, lea_ids FROM stg_eduv_employee_ids WHERE user_id_type = 'ASI' ORDER BY 1"
+    ).fetchall() == [("R1", [100002]), ("T1", [100001])]
+
+
 def test_ambiguous_email_is_reported_and_not_merged(con) -> None:
     """Two SIS staff of one LEA share a mailbox; an Edu-V employee uses it too: nobody is merged."""
     raw = Raw(con)

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 
 import duckdb
 
+from staff_pipeline.transform.conformed import linkit_local_codes
 from staff_pipeline.vocab import LINKIT_LIMITS, LINKIT_ROLE_RANK
 
 MART = "mart_linkit_staff"
@@ -112,13 +113,15 @@ def _candidates_sql(username_rule: str) -> str:
     ),
     fields AS (
         SELECT p.person_id, p.role, p.school_ids, p.source_roles, s.status,
-               nullif(trim(s.local_code), '') AS local_code,
+               nullif(trim(lc.local_code), '') AS local_code,
                coalesce(nullif(trim(s.preferred_first_name), ''), s.first_name) AS first_name,
                nullif(trim(concat_ws(' ', s.family_name_prefix, s.last_name)), '') AS last_name,
                coalesce(email.value, s.primary_email) AS email_address,
                phone.value AS phone_number,
                nullif(trim(s.wiseid), '') AS state_code
         FROM p JOIN staff s USING (person_id)
+        LEFT JOIN ({linkit_local_codes("staff_assignments")}) lc
+               ON lc.person_id = p.person_id AND lc.linkit_district = $district
         LEFT JOIN email USING (person_id) LEFT JOIN phone USING (person_id)
     )
     SELECT *, {base} AS username_base FROM fields

@@ -90,6 +90,7 @@ staff_assignments = pa.DataFrameSchema(
         "lea_id": pa.Column("int64"),
         "school_id": pa.Column("int64"),
         "school_key": _text(required=True),
+        "local_code": _text(rules.max_len(CODE)),
         "choice_school": pa.Column(bool),
         "linkit_district": _text(required=True),
         "linkit_school_id": pa.Column("Int64", nullable=True),

@@ -156,7 +156,7 @@ stg_eduv_employees = pa.DataFrameSchema(
 )
 
 stg_eduv_employee_ids = pa.DataFrameSchema(
-    {"record_key": _key, "record_no": _record_no, **eduv_employee_id_rows.columns},
+    {"record_key": _key, "record_no": _record_no, **eduv_employee_id_rows.columns, "lea_ids": _key},
     unique=["record_no", "user_id_type", "user_id"],  # record_no is the record key's number
     strict=True,
     name="stg_eduv_employee_ids",

@@ -55,8 +55,14 @@ def build_assignments(con: duckdb.DuckDBPyConnection, today: date) -> None:
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE assignment_rows AS
-        WITH a AS (
-            SELECT m.label, m.person_id, o.lea_id, o.school_id, r.school_key, o.choice_school,
+        WITH asi AS (  -- an Edu-V person's local code per LEA: the ASI that LEA's answers sent
+            SELECT record_no, lea_id, min(user_id) AS local_code
+            FROM (SELECT record_no, unnest(lea_ids) AS lea_id, user_id
+                  FROM stg_eduv_employee_ids WHERE user_id_type = 'ASI')
+            GROUP BY record_no, lea_id
+        ),
+        a AS (
+            SELECT m.label, m.person_id, o.lea_id, o.school_id, r.school_key, l.local_code, o.choice_school,
                    o.linkit_district, o.linkit_school_id, 'eduv' AS source,
                    r.organisation_role AS source_role, x.staff_classification, x.contact_title, x.linkit_role,
                    NULL::VARCHAR AS position_title,
@@ -64,13 +70,14 @@ def build_assignments(con: duckdb.DuckDBPyConnection, today: date) -> None:
                    o.eduv_school_period_id AS school_period
             FROM stg_eduv_employee_roles r JOIN person_map m ON m.rid = r.record_no
             JOIN cfg_organisations o USING (school_key)
+            LEFT JOIN asi l ON l.record_no = r.record_no AND l.lea_id = o.lea_id
             LEFT JOIN role_map x ON x.source = 'eduv' AND x.source_role = r.organisation_role
                  AND x.sector IS NOT DISTINCT FROM o.sector
             UNION ALL
-            SELECT m.label, m.person_id, o.lea_id, o.school_id, s.school_key, o.choice_school,
-                   o.linkit_district, o.linkit_school_id, 'sis', s.position_code, x.staff_classification,
-                   x.contact_title, x.linkit_role, s.position_title, s.begin_date::DATE, s.end_date::DATE,
-                   s.fte, NULL
+            SELECT m.label, m.person_id, o.lea_id, o.school_id, s.school_key, s.local_staff_id,
+                   o.choice_school, o.linkit_district, o.linkit_school_id, 'sis', s.position_code,
+                   x.staff_classification, x.contact_title, x.linkit_role, s.position_title,
+                   s.begin_date::DATE, s.end_date::DATE, s.fte, NULL
             FROM stg_sis_staff_assignments s JOIN person_map m ON m.rid = s.record_no
             JOIN cfg_organisations o USING (school_key)
             LEFT JOIN role_map x ON x.source = 'sis' AND x.source_role = s.position_code
@@ -97,6 +104,22 @@ def build_assignments(con: duckdb.DuckDBPyConnection, today: date) -> None:
         {"today": today},
     )
     con.execute("DROP TABLE assignment_rows")
+
+
+def linkit_local_codes(assignments: str) -> str:
+    """SQL: ``(linkit_district, person_id, local_code, has_role)``, a person's LinkIt LocalCode per
+    district from their active assignments there: local codes belong to an LEA (the same person can
+    be T1 in one and R1 in another), so ``staff.local_code`` cannot serve every district. Assignments
+    with a LinkIt role first, then Edu-V's ASI before the SIS local id, then the smallest. The
+    model's LocalCode check and the LinkIt mart both read this, so they judge the same value."""
+    return f"""
+        SELECT linkit_district, person_id,
+               arg_min(local_code, (local_code IS NULL, linkit_role IS NULL, source <> 'eduv', local_code))
+                   AS local_code,
+               bool_or(linkit_role IS NOT NULL) AS has_role
+        FROM {assignments} WHERE active AND linkit_district IS NOT NULL
+        GROUP BY linkit_district, person_id
+    """
 
 
 def build_contacts(con: duckdb.DuckDBPyConnection) -> None:

@@ -119,14 +119,7 @@ def _collect_identifiers(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE id_links AS
-        WITH eduv_leas AS (
-            SELECT e.record_no, o.lea_id
-            FROM stg_eduv_employees e JOIN cfg_organisations o USING (school_key)
-            UNION
-            SELECT r.record_no, o.lea_id
-            FROM stg_eduv_employee_roles r JOIN cfg_organisations o USING (school_key)
-        ),
-        sis AS (  -- an SIS person has a row per assignment: their identifiers, once
+        WITH sis AS (  -- an SIS person has a row per assignment: their identifiers, once
             SELECT DISTINCT record_no, lea_id AS scope,
                    unnest(['wiseid', 'local_code', 'email', 'email']) AS id_type,
                    unnest([state_staff_id, lea_id || ':' || local_staff_id, email, alt_email]) AS id_value
@@ -137,8 +130,8 @@ def _collect_identifiers(con: duckdb.DuckDBPyConnection) -> None:
                    user_id AS id_value
             FROM stg_eduv_employee_ids  -- distinct per record already (its schema's key)
             UNION ALL
-            SELECT e.record_no, 'eduv', NULL, 'local_code', l.lea_id || ':' || e.local_code
-            FROM stg_eduv_employees e JOIN eduv_leas l USING (record_no) WHERE e.local_code IS NOT NULL
+            SELECT record_no, 'eduv', NULL, 'local_code', unnest(lea_ids) || ':' || user_id
+            FROM stg_eduv_employee_ids WHERE user_id_type = 'ASI' AND user_id IS NOT NULL
             UNION ALL
             SELECT record_no, 'eduv', NULL, 'email', email FROM stg_eduv_employees WHERE email IS NOT NULL
             UNION ALL

@@ -384,7 +384,7 @@ def build_staged(con: duckdb.DuckDBPyConnection) -> None:
         f"""
         CREATE OR REPLACE TEMP TABLE eduv_accepted AS
         WITH accepted AS MATERIALIZED (
-            SELECT c.element_id, c.school_key, c.element_no, c.date_last_modified__v, c.record_key
+            SELECT c.element_id, c.school_key, c.lea_id, c.element_no, c.date_last_modified__v, c.record_key
             FROM {_accepted("stg_eduv_employees")}
         ),
         records AS (
@@ -403,14 +403,17 @@ def build_staged(con: duckdb.DuckDBPyConnection) -> None:
         FROM cand_eduv_employees c SEMI JOIN eduv_accepted a ON a.record_no = c.element_id
         """
     )
-    # The same id in several of a person's elements is one row.
+    # The same id in several of a person's elements is one row, with the LEAs whose schools' answers
+    # carried it: an ASI is the local code of the administration system that sent it, not of every
+    # LEA the person works in.
     con.execute(
         f"""
         CREATE OR REPLACE TABLE stg_eduv_employee_ids__next AS
         SELECT p.record_key, i.*
         FROM (
-            SELECT DISTINCT a.record_no, c.user_id_type, c.user_id
+            SELECT a.record_no, c.user_id_type, c.user_id, list_sort(list_distinct(list(a.lea_id))) AS lea_ids
             FROM {_accepted("stg_eduv_employee_ids")} JOIN eduv_accepted a USING (element_id)
+            GROUP BY a.record_no, c.user_id_type, c.user_id
         ) i
         JOIN stg_eduv_employees__next p USING (record_no)
         """

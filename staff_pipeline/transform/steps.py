@@ -83,15 +83,15 @@ def _validate_conformed(con: duckdb.DuckDBPyConnection) -> dict[str, pd.DataFram
     known = (
         "(person_id IS NOT NULL AND person_id NOT IN (SELECT person_id FROM unknown_people)) AS person_known"
     )
-    accounts = """
-        SELECT DISTINCT a.linkit_district, s.person_id, s.local_code
-        FROM staff__next s JOIN staff_assignments__next a USING (person_id) WHERE a.linkit_role IS NOT NULL
+    accounts = f"""
+        SELECT linkit_district, local_code FROM ({conformed.linkit_local_codes("staff_assignments__next")})
+        WHERE has_role AND local_code IS NOT NULL
     """
     checks = {
         "staff": [
             ("SELECT * FROM staff__next", conformed_schemas.staff),
             (
-                f"SELECT linkit_district, local_code FROM ({accounts}) WHERE local_code IS NOT NULL",
+                accounts,
                 conformed_schemas.linkit_local_codes,
             ),
         ],
