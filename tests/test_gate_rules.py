@@ -113,6 +113,39 @@ def _eduv_cases() -> list[tuple]:
             "date_format",
             "2024-02-30",
         ),
+        # Values DuckDB's casts would take: each is a rejected row, never a crash or a made-up date.
+        (
+            "infinite end date",
+            employee(14, roles=[role(LAKEVIEW_ELEM, end="infinity")]),
+            "stg_eduv_employee_roles",
+            "end_date",
+            "date_format",
+            "infinity",
+        ),
+        (
+            "date not YYYY-MM-DD",
+            employee(15, roles=[role(LAKEVIEW_ELEM, begin="2020-8-1")]),
+            "stg_eduv_employee_roles",
+            "begin_date",
+            "date_format",
+            "2020-8-1",
+        ),
+        (
+            "timestamp without offset",
+            employee(16, dateLastModified="2025-09-01 08:00"),
+            "stg_eduv_employees",
+            "date_last_modified",
+            "timestamp_format",
+            "2025-09-01 08:00",
+        ),
+        (
+            "epoch",
+            employee(17, dateCreated="epoch"),
+            "stg_eduv_employees",
+            "date_created",
+            "timestamp_format",
+            "epoch",
+        ),
     ]
 
 
@@ -124,6 +157,8 @@ def _sis_cases() -> list[tuple]:
         ("phone", {"phone": "12"}, "phone", "phone_format", "12"),
         ("required name", {"last_name": "  "}, "last_name", "required", None),
         ("31 February", {"begin_date": "31/02/2025"}, "begin_date", "date_format", "31/02/2025"),
+        ("two-digit year", {"begin_date": "8/15/24"}, "begin_date", "date_format", "8/15/24"),
+        ("infinite end date", {"end_date": "infinity"}, "end_date", "date_format", "infinity"),
         ("end before begin", {"end_date": "2024-08-01"}, "end_date", "date_order", "2024-08-01"),
         ("fte text", {"fte": "full"}, "fte", "number_format", "full"),
         ("fte range", {"fte": "1.5"}, "fte", "range", "1.5"),

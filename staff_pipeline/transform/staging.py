@@ -55,9 +55,32 @@ def _clean(expr: str) -> str:
     return f"NULLIF(trim({expr}), '')"
 
 
+# DuckDB's casts are lenient (``infinity``, ``epoch``, ``2020-8-1``, a time part, two-digit years):
+# a value is parsed only when its text has the documented shape, so anything else is rejected.
+_ISO_DATE = r"\d{4}-\d{2}-\d{2}"
+_US_DATE = r"\d{1,2}/\d{1,2}/\d{4}"
+# RFC 3339 section 5.6 date-time: T and Z in either case, seconds, optional fraction, an offset.
+_RFC3339 = r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
+
+
+def _iso_date(expr: str) -> str:
+    """Edu-V dates: ``YYYY-MM-DD`` only (the reference's format); anything else stays NULL."""
+    return f"CASE WHEN regexp_full_match({expr}, '{_ISO_DATE}') THEN TRY_CAST({expr} AS DATE) END"
+
+
+def _rfc3339(expr: str) -> str:
+    """Edu-V timestamps: RFC 3339 date-times only; anything else stays NULL."""
+    parsed = f"TRY_CAST(upper({expr}) AS TIMESTAMPTZ)"
+    return f"CASE WHEN regexp_full_match({expr}, '{_RFC3339}') THEN {parsed} END"
+
+
 def _sis_date(expr: str) -> str:
-    """ISO dates, or US ``M/D/YYYY`` as SIS exports write them; anything else (31/02) stays NULL."""
-    return f"COALESCE(TRY_CAST({expr} AS DATE), TRY_CAST(TRY_STRPTIME({expr}, '%m/%d/%Y') AS DATE))"
+    """ISO dates, or US ``M/D/YYYY`` as SIS exports write them; anything else (31/02, 8/15/24) stays NULL."""
+    us = f"TRY_CAST(TRY_STRPTIME({expr}, '%m/%d/%Y') AS DATE)"
+    return (
+        f"CASE WHEN regexp_full_match({expr}, '{_ISO_DATE}') THEN TRY_CAST({expr} AS DATE) "
+        f"WHEN regexp_full_match({expr}, '{_US_DATE}') THEN {us} END"
+    )
 
 
 def _known_roles(source: str) -> str:
@@ -218,9 +241,9 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
         SELECT rr.element_id, rr.role_no, coalesce(s.lea_id, rr.lea_id) AS lea_id, s.school_key,
                s.organisation, s.organisation_role,
                {_clean("rr.r.beginDate")} AS begin_date,
-               TRY_CAST({_clean("rr.r.beginDate")} AS DATE) AS begin_date__v,
+               {_iso_date(_clean("rr.r.beginDate"))} AS begin_date__v,
                {_clean("rr.r.endDate")} AS end_date,
-               TRY_CAST({_clean("rr.r.endDate")} AS DATE) AS end_date__v,
+               {_iso_date(_clean("rr.r.endDate"))} AS end_date__v,
                s.school_known, s.role_known
         FROM roles rr
         JOIN resolved s ON s.org IS NOT DISTINCT FROM rr.r.organisation
@@ -250,9 +273,9 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
                {_clean("el.e.phone")} AS phone, {_clean("el.e.mobile")} AS mobile,
                {_clean("el.e.status")} AS status,
                {_clean("el.e.dateCreated")} AS date_created,
-               TRY_CAST({_clean("el.e.dateCreated")} AS TIMESTAMPTZ) AS date_created__v,
+               {_rfc3339(_clean("el.e.dateCreated"))} AS date_created__v,
                {_clean("el.e.dateLastModified")} AS date_last_modified,
-               TRY_CAST({_clean("el.e.dateLastModified")} AS TIMESTAMPTZ) AS date_last_modified__v,
+               {_rfc3339(_clean("el.e.dateLastModified"))} AS date_last_modified__v,
                k.local_code
         FROM eduv_elements el LEFT JOIN record_keys k USING (element_id)
         """
