@@ -13,6 +13,7 @@ from staff_pipeline.warehouse import connect
 from tests.raw_tables import (
     LAKEVIEW_ELEM,
     LAKEVIEW_HIGH,
+    RIVERSIDE_ELEM,
     UNKNOWN_ORG,
     Raw,
     employee,
@@ -354,3 +355,21 @@ def test_rejected_rows_accumulate_per_run_and_counts_per_lea(con, raw) -> None:
         ("run-2", 1),
     ]
     assert con.execute("SELECT lea_id, rows, rejected FROM stg_lea_counts").fetchall() == [(100001, 2, 1)]
+
+
+def test_people_known_only_by_one_asi_in_two_leas_stay_two_people(con, raw) -> None:
+    """An ASI is made by one LEA's administration system: the same value in two LEAs' answers is a
+    coincidence, not a person, so the record key carries the LEA."""
+    only_asi = [{"userId": "1001", "userIdType": "ASI"}]
+    anna = employee(1, userIds=only_asi, givenName="Anna", roles=[role(LAKEVIEW_ELEM)])
+    bert = employee(2, userIds=only_asi, givenName="Bert", roles=[role(RIVERSIDE_ELEM)])
+    raw.eduv("lakeview-elem", [anna])
+    raw.eduv("riverside-elem", [bert])
+    result = run_both(con)
+    assert result.swapped, result.failures
+    assert con.execute("SELECT record_key, given_name FROM stg_eduv_employees ORDER BY 1").fetchall() == [
+        ("eduv:ASI:100001:1001", "Anna"),
+        ("eduv:ASI:100002:1001", "Bert"),
+    ]
+    assert con.execute("SELECT count(*) FROM staff").fetchall() == [(2,)]
+    assert con.execute("SELECT count(*) FROM staff_match_issues").fetchall() == [(0,)]

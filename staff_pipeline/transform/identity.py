@@ -129,6 +129,7 @@ def _collect_identifiers(con: duckdb.DuckDBPyConnection) -> None:
             SELECT record_no AS rid, 'eduv' AS source, NULL::BIGINT AS scope, user_id_type AS id_type,
                    user_id AS id_value
             FROM stg_eduv_employee_ids  -- distinct per record already (its schema's key)
+            WHERE user_id_type <> 'ASI'  -- an ASI is a local code, per LEA (below), not a global id
             UNION ALL
             SELECT record_no, 'eduv', NULL, 'local_code', unnest(lea_ids) || ':' || user_id
             FROM stg_eduv_employee_ids WHERE user_id_type = 'ASI' AND user_id IS NOT NULL

@@ -250,7 +250,8 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
                        AND s.organisation_role IS NOT DISTINCT FROM {_clean("rr.r.organisationRole")}
         """
     )
-    # A person's record key is their first id of the most trusted type.
+    # A person's record key is their first id of the most trusted type. An ASI is made by one
+    # administration system (LAS): it names a person only within the LEA whose answer sent it.
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE cand_eduv_employees AS
@@ -259,12 +260,15 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
             FROM cand_eduv_employee_ids
         ),
         record_keys AS (
-            SELECT element_id, 'eduv:' || arg_min(user_id_type || ':' || user_id, priority) AS record_key,
+            SELECT element_id, arg_min(user_id_type || ':' || user_id, priority) AS key,
                    max(user_id) FILTER (WHERE user_id_type = 'ASI') AS local_code
             FROM ranked WHERE priority > 0 AND user_id IS NOT NULL
             GROUP BY element_id
         )
-        SELECT el.element_id, el.request_no, el.element_no, el.lea_id, k.record_key, el.school_key,
+        SELECT el.element_id, el.request_no, el.element_no, el.lea_id,
+               'eduv:' || CASE WHEN starts_with(k.key, 'ASI:') THEN 'ASI:' || el.lea_id || substr(k.key, 4)
+                               ELSE k.key END AS record_key,
+               el.school_key,
                {_clean("el.e.givenName")} AS given_name,
                {_clean("el.e.preferredFirstName")} AS preferred_first_name,
                {_clean("el.e.familyNamePrefix")} AS family_name_prefix,
