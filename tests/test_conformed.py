@@ -146,6 +146,30 @@ def test_threshold_stops_a_mass_delete_for_that_lea_only(con) -> None:
     assert con.execute("SELECT count(*) FROM staff").fetchall()[0][0] == staff_before + 1
 
 
+def test_an_empty_sis_export_cannot_strip_people_who_are_still_in_edu_v(con) -> None:
+    """The people stay in the model through Edu-V, so nobody "disappears" from the LEA; but every
+    WISEid and SIS assignment would go. Staff gone from one source count too."""
+    raw = Raw(con)
+    people = [employee(n, asi=f"T{n}") for n in range(1, 21)]
+    sis = [sis_row(f"T{n}", state_staff_id=f"{1000000000 + n}") for n in range(1, 21)]
+    raw.eduv("lakeview-elem", people)
+    raw.sis(100001, sis)
+    run_both(con, "night-1")
+    before = _lea_rows(con, 100001)
+    raw.eduv("lakeview-elem", people)
+    raw.sis(100001, [])  # a header-only export
+    result = run_both(con, "night-2")
+    assert result.swapped
+    gate = con.execute(
+        "SELECT staff_before, disappeared, passed, reason FROM gate_results "
+        "WHERE run_id = 'night-2' AND lea_id = 100001"
+    ).fetchall()
+    reason = "20 of 20 staff gone from SIS since the last accepted run (100.0% > 10.0%)"
+    assert gate == [(20, 0, False, reason)]
+    assert _lea_rows(con, 100001) == before
+    assert con.execute("SELECT count(wiseid) FROM staff").fetchall() == [(20,)]
+
+
 def test_rejected_share_fails_the_lea_and_keeps_its_previous_rows(con) -> None:
     raw = Raw(con)
     raw.sis(100001, [sis_row(f"T{n}") for n in range(10)])

@@ -127,38 +127,67 @@ def lea_gate(con: duckdb.DuckDBPyConnection, settings: GateSettings, run_id: str
 
     Needs ``stg_lea_counts`` (rows, rejected per LEA), the candidate ``staff_assignments__cand`` and
     ``staff_contacts__cand``, and the current (last accepted) ``staff_assignments``/``staff_contacts``.
+    Staff gone are counted for the LEA and per source: a header-only (or wholly rejected) SIS export
+    leaves the people in the model through Edu-V but takes every WISEid and SIS assignment with it.
+    ``staff_before``/``disappeared`` are the LEA's; ``disappeared_share`` is the worse of the LEA's
+    and its sources' shares, and ``reason`` names the source.
     """
-    before = _people_by_lea(con, "staff_assignments", "staff_contacts")
+    before_rows = _people_by_source(con, "")
     return con.execute(
         f"""
         WITH counts AS (SELECT lea_id, rows, rejected FROM stg_lea_counts),
-        after AS (SELECT DISTINCT lea_id, person_id FROM staff_assignments__cand
-                  UNION SELECT DISTINCT lea_id, person_id FROM staff_contacts__cand),
-        before AS ({before}),
-        gone AS (SELECT b.lea_id, count(*) AS n FROM before b ANTI JOIN after a USING (lea_id, person_id)
-                 GROUP BY b.lea_id),
+        after AS (SELECT DISTINCT lea_id, person_id, source FROM ({_people_by_source(con, "__cand")})),
+        before AS (SELECT DISTINCT lea_id, person_id FROM ({before_rows})),
+        gone AS (
+            SELECT b.lea_id, count(*) AS n
+            FROM before b ANTI JOIN (SELECT DISTINCT lea_id, person_id FROM after) a USING (lea_id, person_id)
+            GROUP BY b.lea_id
+        ),
+        source_gone AS (  -- per LEA, the source that lost the largest share of its people
+            SELECT lea_id, arg_max(source, n_gone / n_before) AS source,
+                   max(n_gone / n_before) AS share, arg_max(n_gone, n_gone / n_before) AS n_gone,
+                   arg_max(n_before, n_gone / n_before) AS n_before
+            FROM (
+                SELECT b.lea_id, b.source, count(*) AS n_before,
+                       count(*) FILTER (WHERE a.person_id IS NULL) AS n_gone
+                FROM (SELECT DISTINCT lea_id, person_id, source FROM ({before_rows})) b
+                LEFT JOIN after a USING (lea_id, person_id, source)
+                GROUP BY b.lea_id, b.source
+            ) GROUP BY lea_id
+        ),
         leas AS (SELECT DISTINCT lea_id FROM cfg_organisations),
         r AS (
             SELECT l.lea_id, coalesce(c.rows, 0) AS rows, coalesce(c.rejected, 0) AS rejected,
                    coalesce(c.rejected / nullif(c.rows, 0), 0) AS rejected_share,
                    (SELECT count(*) FROM before b WHERE b.lea_id = l.lea_id) AS staff_before,
-                   coalesce(g.n, 0) AS disappeared
+                   coalesce(g.n, 0) AS disappeared, sg.source AS gone_source,
+                   coalesce(sg.share, 0) AS source_gone_share, sg.n_gone AS source_gone,
+                   sg.n_before AS source_before
             FROM leas l LEFT JOIN counts c USING (lea_id) LEFT JOIN gone g USING (lea_id)
+            LEFT JOIN source_gone sg USING (lea_id)
+        ),
+        s AS (
+            SELECT *, coalesce(disappeared / nullif(staff_before, 0), 0) AS lea_gone_share FROM r
         )
         SELECT $run AS run_id, lea_id, rows, rejected, rejected_share, staff_before, disappeared,
-               coalesce(disappeared / nullif(staff_before, 0), 0) AS disappeared_share,
-               rejected_share <= $max_rejected
-                 AND coalesce(disappeared / nullif(staff_before, 0), 0) <= $max_gone AS passed,
+               greatest(lea_gone_share, source_gone_share) AS disappeared_share,
+               rejected_share <= $max_rejected AND greatest(lea_gone_share, source_gone_share) <= $max_gone
+                   AS passed,
                concat_ws('; ',
                  CASE WHEN rejected_share > $max_rejected THEN
                       printf('%d of %d rows rejected (%.1f%% > %.1f%%)',
                       rejected, rows, 100 * rejected_share, 100 * $max_rejected) END,
-                 CASE WHEN coalesce(disappeared / nullif(staff_before, 0), 0) > $max_gone THEN
+                 CASE WHEN lea_gone_share > $max_gone THEN
                       printf('%d of %d staff gone since the last accepted run (%.1f%% > %.1f%%)',
-                      disappeared, staff_before, 100 * disappeared / staff_before, 100 * $max_gone) END
+                      disappeared, staff_before, 100 * lea_gone_share, 100 * $max_gone)
+                      WHEN source_gone_share > $max_gone THEN
+                      printf('%d of %d staff gone from %s since the last accepted run (%.1f%% > %.1f%%)',
+                      source_gone, source_before, upper(gone_source), 100 * source_gone_share,
+                      100 * $max_gone)
+                 END
                ) AS reason,
                now() AS checked_at
-        FROM r ORDER BY lea_id
+        FROM s ORDER BY lea_id
         """,
         {
             "run": run_id,
@@ -168,8 +197,16 @@ def lea_gate(con: duckdb.DuckDBPyConnection, settings: GateSettings, run_id: str
     ).df()
 
 
-def _people_by_lea(con: duckdb.DuckDBPyConnection, *tables: str) -> str:
-    present = [t for t in tables if table_exists(con, t)]
-    if not present:
-        return "SELECT NULL::BIGINT AS lea_id, NULL::VARCHAR AS person_id WHERE false"
-    return " UNION ".join(f"SELECT DISTINCT lea_id, person_id FROM {t}" for t in present)
+def _people_by_source(con: duckdb.DuckDBPyConnection, suffix: str) -> str:
+    """SQL: ``(lea_id, person_id, source)`` of the conformed rows (``suffix`` ``__cand`` for the
+    candidates, empty for the last accepted tables: none on the first run), one row per source of
+    a row (``eduv,sis`` is both)."""
+    if not all(table_exists(con, f"{t}{suffix}") for t in ("staff_assignments", "staff_contacts")):
+        return (
+            "SELECT NULL::BIGINT AS lea_id, NULL::VARCHAR AS person_id, NULL::VARCHAR AS source WHERE false"
+        )
+    return f"""
+        SELECT lea_id, person_id, source FROM staff_assignments{suffix}
+        UNION ALL
+        SELECT lea_id, person_id, unnest(string_split(source, ',')) FROM staff_contacts{suffix}
+    """
