@@ -9,7 +9,16 @@ import duckdb
 import pytest
 
 from staff_pipeline.warehouse import connect
-from tests.raw_tables import LAKEVIEW_ELEM, LAKEVIEW_HIGH, Raw, employee, role, run_both, sis_row
+from tests.raw_tables import (
+    LAKEVIEW_ELEM,
+    LAKEVIEW_HIGH,
+    RIVERSIDE_ELEM,
+    Raw,
+    employee,
+    role,
+    run_both,
+    sis_row,
+)
 
 TODAY = date(2026, 1, 15)
 
@@ -258,3 +267,15 @@ def test_local_codes_belong_to_an_lea_and_linkit_gets_each_districts_own(con) ->
     assert con.execute(
         "SELECT district, local_code FROM mart_linkit_staff WHERE person_id = ? ORDER BY 1", [one]
     ).fetchall() == [("lakeview", "T1"), ("riverside", "R1")]
+
+
+def test_an_edu_v_person_keeps_each_leas_own_email(con) -> None:
+    """Listed by a Lakeview school (email a@) and a Riverside school (email b@), each with a role
+    there: one contact per LEA, each with its own email (the Ed-Fi use case), from each answer."""
+    raw = Raw(con)
+    raw.eduv("lakeview-elem", [employee(1, email="a@lakeview.example.org", roles=[role(LAKEVIEW_ELEM)])])
+    raw.eduv("riverside-elem", [employee(1, email="b@riverside.example.org", roles=[role(RIVERSIDE_ELEM)])])
+    assert run_both(con).swapped
+    assert con.execute(
+        "SELECT lea_id, value, is_primary FROM staff_contacts WHERE kind = 'email' ORDER BY 1"
+    ).fetchall() == [(100001, "a@lakeview.example.org", True), (100002, "b@riverside.example.org", True)]

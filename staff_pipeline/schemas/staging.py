@@ -16,10 +16,18 @@ from __future__ import annotations
 import pandera.pandas as pa
 
 from staff_pipeline.schemas import rules
-from staff_pipeline.vocab import EMPLOYEE_STATUSES, LINKIT_LIMITS, ORGANISATION_ROLES, USER_ID_TYPES
+from staff_pipeline.vocab import (
+    EDFI_LIMITS,
+    EMPLOYEE_STATUSES,
+    LINKIT_LIMITS,
+    ORGANISATION_ROLES,
+    USER_ID_TYPES,
+)
 
 NAME = LINKIT_LIMITS["FirstName"]
-EMAIL = LINKIT_LIMITS["EmailAddress"]
+# The widest target's limit (Ed-Fi electronicMailAddress, 128): a valid Ed-Fi email is not rejected
+# at the gate for being over LinkIt's 100; the LinkIt mart lists that one person instead.
+EMAIL = EDFI_LIMITS["electronicMailAddress"]
 PHONE = LINKIT_LIMITS["PhoneNumber"]
 CODE = LINKIT_LIMITS["LocalCode"]
 POSITION_TITLE = 100  # Ed-Fi positionTitle
@@ -170,6 +178,7 @@ stg_eduv_employee_roles = pa.DataFrameSchema(
         "organisation_role": _text(rules.one_of(ORGANISATION_ROLES), required=True),
         "begin_date": _date,
         "end_date": _opt_date,
+        **{c: _eduv_person_columns()[c] for c in ("email", "phone", "mobile")},
     },
     checks=[rules.ends_after_begins("begin_date", "end_date")],
     unique=["record_key", "school_key", "organisation_role", "begin_date"],

@@ -132,16 +132,18 @@ def build_contacts(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE contact_values AS
-        WITH eduv_schools AS (
-            SELECT record_no, school_key FROM stg_eduv_employees
-            UNION SELECT record_no, school_key FROM stg_eduv_employee_roles
+        WITH eduv AS (  -- each role's school with its answer's contacts; no role: the kept answer's school
+            SELECT record_no, school_key, email, phone, mobile FROM stg_eduv_employee_roles
+            UNION ALL
+            SELECT record_no, school_key, email, phone, mobile
+            FROM stg_eduv_employees ANTI JOIN stg_eduv_employee_roles USING (record_no)
         ),
         raw AS (
             SELECT m.label, m.person_id, o.lea_id, o.school_id, unnest(['email', 'phone', 'mobile']) AS kind,
                    unnest([e.email, e.phone, e.mobile]) AS value, true AS eduv, false AS sis,
                    {_PREF["eduv"]} AS pref
-            FROM stg_eduv_employees e JOIN person_map m ON m.rid = e.record_no
-            JOIN eduv_schools s USING (record_no) JOIN cfg_organisations o ON o.school_key = s.school_key
+            FROM eduv e JOIN person_map m ON m.rid = e.record_no
+            JOIN cfg_organisations o ON o.school_key = e.school_key
             UNION ALL
             SELECT m.label, m.person_id, s.lea_id, o.school_id, unnest(['email', 'email', 'phone']),
                    unnest([s.email, s.alt_email, s.phone]), false, true,

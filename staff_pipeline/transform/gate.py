@@ -143,16 +143,17 @@ def lea_gate(con: duckdb.DuckDBPyConnection, settings: GateSettings, run_id: str
             FROM before b ANTI JOIN (SELECT DISTINCT lea_id, person_id FROM after) a USING (lea_id, person_id)
             GROUP BY b.lea_id
         ),
-        source_gone AS (  -- per LEA, the source that lost the largest share of its people
-            SELECT lea_id, arg_max(source, n_gone / n_before) AS source,
-                   max(n_gone / n_before) AS share, arg_max(n_gone, n_gone / n_before) AS n_gone,
+        source_gone AS (  -- per LEA, the source whose people fell the most, by count: a person
+                          -- split in two keeps the source's rows under a new id, and is not gone
+            SELECT lea_id, arg_max(source, n_gone / n_before) AS source, max(n_gone / n_before) AS share,
+                   arg_max(n_gone, n_gone / n_before) AS n_gone,
                    arg_max(n_before, n_gone / n_before) AS n_before
             FROM (
-                SELECT b.lea_id, b.source, count(*) AS n_before,
-                       count(*) FILTER (WHERE a.person_id IS NULL) AS n_gone
-                FROM (SELECT DISTINCT lea_id, person_id, source FROM ({before_rows})) b
-                LEFT JOIN after a USING (lea_id, person_id, source)
-                GROUP BY b.lea_id, b.source
+                SELECT b.lea_id, b.source, b.n AS n_before, greatest(b.n - coalesce(a.n, 0), 0) AS n_gone
+                FROM (SELECT lea_id, source, count(DISTINCT person_id) AS n
+                      FROM ({before_rows}) GROUP BY ALL) b
+                LEFT JOIN (SELECT lea_id, source, count(*) AS n FROM after GROUP BY ALL) a
+                       USING (lea_id, source)
             ) GROUP BY lea_id
         ),
         leas AS (SELECT DISTINCT lea_id FROM cfg_organisations),
