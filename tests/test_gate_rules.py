@@ -375,3 +375,14 @@ def test_people_known_only_by_one_asi_in_two_leas_stay_two_people(con, raw) -> N
     ]
     assert con.execute("SELECT count(*) FROM staff").fetchall() == [(2,)]
     assert con.execute("SELECT count(*) FROM staff_match_issues").fetchall() == [(0,)]
+
+
+def test_an_email_valid_for_ed_fi_but_over_linkits_limit_is_not_rejected_at_the_gate(con, raw) -> None:
+    """Ed-Fi takes 128 characters; LinkIt's 100 is the LinkIt mart's to enforce for its own field."""
+    long_email = "a" * 100 + "@x.example"  # 110 characters
+    raw.sis(100001, [sis_row("T1", email=long_email), sis_row("T2", email="b" * 120 + "@x.example")])
+    assert stage(con, "run", load_settings()).swapped
+    assert con.execute("SELECT local_staff_id, email FROM stg_sis_staff_assignments").fetchall() == [
+        ("T1", long_email)
+    ]
+    assert [r[3:5] for r in _rejected(con)] == [("email", "too_long")]
