@@ -386,3 +386,13 @@ def test_an_email_valid_for_ed_fi_but_over_linkits_limit_is_not_rejected_at_the_
         ("T1", long_email)
     ]
     assert [r[3:5] for r in _rejected(con)] == [("email", "too_long")]
+
+
+def test_a_role_naming_its_provider_and_its_school_goes_to_the_school(con, raw) -> None:
+    """The master id names the whole provider (lakeview-elem's, here); the secondary id names the
+    school itself (lakeview-high): the role is at lakeview-high."""
+    raw.eduv("lakeview-elem", [employee(1, roles=[role({**LAKEVIEW_ELEM, **LAKEVIEW_HIGH}, "leraar")])])
+    assert stage(con, "run", load_settings()).swapped
+    assert con.execute("SELECT school_key, organisation_role FROM stg_eduv_employee_roles").fetchall() == [
+        ("lakeview-high", "leraar")
+    ]

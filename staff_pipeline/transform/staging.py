@@ -188,8 +188,9 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
     )
     # A role's school and role check depend on its organisation and role name only, and roles name
     # few distinct pairs: each pair is resolved once. The organisation's references ('M:' master id,
-    # 'I:type:id' secondary ids) resolve to the configured schools they name, the smallest school_key
-    # first (none: an unknown school).
+    # 'I:type:id' secondary ids) resolve to the configured schools they name, a school named by a
+    # secondary id before one named by the master id, then the smallest school_key (none: an
+    # unknown school).
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE cand_eduv_employee_roles AS
@@ -221,10 +222,11 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
             FROM cfg_organisations
             WHERE eduv_org_id IS NOT NULL
         ),
-        schools AS (
+        schools AS (  -- a secondary id names a school; a master id the whole provider: the first wins
             SELECT k.org, k.organisation_role, array_to_string(k.refs, ' ') AS organisation,
-                   min(o.school_key) AS school_key, arg_min(o.lea_id, o.school_key) AS lea_id,
-                   arg_min(o.sector, o.school_key) AS sector
+                   arg_min(o.school_key, (starts_with(r.ref, 'M:'), o.school_key)) AS school_key,
+                   arg_min(o.lea_id, (starts_with(r.ref, 'M:'), o.school_key)) AS lea_id,
+                   arg_min(o.sector, (starts_with(r.ref, 'M:'), o.school_key)) AS sector
             FROM kinds k
             LEFT JOIN LATERAL (SELECT unnest(k.refs) AS ref) r ON true
             LEFT JOIN org_keys o ON o.ref = r.ref
