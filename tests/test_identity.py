@@ -206,3 +206,15 @@ def test_a_split_person_gets_two_distinct_ids_that_stay(con) -> None:
         ids = {people["sis:100001:T5"][0], people["eduv:eckId:eck-1"][0]}
         assert len(ids) == 2 and merged in ids  # one keeps the old id, the other gets its own
     assert nights[0] == nights[1]
+
+
+def test_one_sis_record_with_two_wiseids_is_reported_and_uses_neither(con) -> None:
+    raw = Raw(con)
+    first, second = sis_row("T1", state_staff_id="1000000001"), sis_row("T1", school="LVH")
+    second["state_staff_id"] = "1000000002"
+    raw.sis(100001, [first, second])
+    assert run_both(con).swapped
+    assert con.execute("SELECT wiseid FROM staff").fetchall() == [(None,)]
+    assert con.execute("SELECT issue, id_type, id_value, record_keys FROM staff_match_issues").fetchall() == [
+        ("conflicting_identifiers", "wiseid", "1000000001, 1000000002", ["sis:100001:T1"])
+    ]

@@ -190,7 +190,9 @@ def build_staff(con: duckdb.DuckDBPyConnection, today: date) -> None:
             FROM stg_eduv_employees e JOIN person_map m ON m.rid = e.record_no
         ),
         s AS (
-            SELECT m.label, min(s.state_staff_id) AS wiseid,
+            SELECT m.label,
+                   CASE WHEN min(s.state_staff_id) = max(s.state_staff_id) THEN min(s.state_staff_id) END
+                       AS wiseid,  -- two WISEids: neither (reported by identity)
                    arg_min({{'local_code': s.local_staff_id, 'first_name': s.first_name,
                             'middle_name': s.middle_name, 'last_name': s.last_name}}, {_SIS_ORDER}) AS r,
                    arg_min(coalesce(s.email, s.alt_email),

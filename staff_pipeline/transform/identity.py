@@ -192,6 +192,17 @@ def match(con: duckdb.DuckDBPyConnection) -> None:
         GROUP BY a.kid, a.rids, a.id_type, a.id_value
         """
     )
+    # One SIS record whose rows carry two WISEids cannot say which is theirs: reported, neither used
+    # (``staff.wiseid`` stays empty; see conformed.build_staff).
+    con.execute(
+        """
+        INSERT INTO staff_match_issues__next
+        SELECT 'conflicting_identifiers', 'wiseid', string_agg(l.id_value, ', ' ORDER BY l.id_value),
+               [any_value(r.record_key)], 'one SIS record with several WISEids: none is used'
+        FROM id_links l JOIN id_records r USING (rid) WHERE l.id_type = 'wiseid'
+        GROUP BY l.rid HAVING count(*) > 1
+        """
+    )
     con.execute("CREATE OR REPLACE TEMP TABLE id_nodes AS SELECT rid AS node FROM id_records")
     con.execute(
         """
