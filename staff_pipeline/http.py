@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -72,13 +73,28 @@ class RetryPolicy:
     backoff_max: float = 10.0
 
     def delay(self, attempt: int, retry_after: str | None = None) -> float:
-        if retry_after:
-            try:
-                return min(float(retry_after), self.backoff_max)
-            except ValueError:
-                pass
+        """Seconds to wait before retry ``attempt + 1``: the server's ``Retry-After`` when usable.
+
+        A server's hint is clamped to ``[0, backoff_max]`` so a negative value cannot make
+        ``time.sleep`` raise and a huge one cannot stall the run; one that is not a finite
+        number of seconds (NaN, inf, an HTTP date, garbage) falls back to the normal backoff.
+        """
+        hint = _retry_after_seconds(retry_after)
+        if hint is not None:
+            return min(max(hint, 0.0), self.backoff_max)
         wait = min(self.backoff_base * (2**attempt), self.backoff_max)
         return wait / 2 + random.uniform(0, wait / 2)
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """``Retry-After`` as a finite number of seconds, else None (absent or unusable)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) else None
 
 
 def make_session(pool_size: int = 8) -> requests.Session:

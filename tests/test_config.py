@@ -52,6 +52,34 @@ def test_filter_by_org_id_with_master_id_is_refused(config_dir: Path) -> None:
         config.load_organisations(config_dir)
 
 
+def test_filter_by_org_id_false_with_master_id_is_valid_whatever_the_source_supports(
+    config_dir: Path,
+) -> None:
+    _edit_organisations(
+        config_dir, "lakeview-elem", eduv_filter_by_org_id="false", eduv_supports_filter="false"
+    )
+    row = config.load_organisations(config_dir).set_index("school_key").loc["lakeview-elem"]
+    assert not row["eduv_filter_by_org_id"] and not row["eduv_supports_filter"]
+
+
+def test_filter_by_org_id_with_org_id_needs_a_source_that_supports_it(config_dir: Path) -> None:
+    _edit_organisations(
+        config_dir, "riverside-elem", eduv_filter_by_org_id="false", eduv_supports_filter="false"
+    )
+    with pytest.raises(config.ConfigError, match=r"row 4: .*where the source supports it"):
+        config.load_organisations(config_dir)
+
+
+def test_a_school_period_of_non_consecutive_years_names_file_row_and_field(config_dir: Path) -> None:
+    _edit_organisations(config_dir, "lakeview-high", eduv_school_period_id="2025-2027")
+    with pytest.raises(
+        config.ConfigError,
+        match=r"(?s)organisations\.csv: 1 problem.*row 3, field eduv_school_period_id: .*consecutive"
+        r".*'2025-2027'",
+    ):
+        config.load_organisations(config_dir)
+
+
 def test_unknown_org_id_type_names_the_field(config_dir: Path) -> None:
     _edit_organisations(config_dir, "lakeview-high", eduv_org_id_type="BRIN")
     with pytest.raises(config.ConfigError, match=r"row 3, field eduv_org_id_type.*'BRIN'"):

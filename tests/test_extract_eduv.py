@@ -108,6 +108,10 @@ def test_request_params_from_a_config_row(row: dict, expected: dict | None) -> N
         ({"eduv_org_id": "1", "eduv_org_id_type": "V_ID", "eduv_filter_by_org_id": True}, "does not support"),
         ({"eduv_org_id": "1", "eduv_org_id_type": "V_ID", "eduv_filter_by_org_id": "maybe"}, "true, false"),
         ({"eduv_org_id": "1", "eduv_org_id_type": "V_ID", "eduv_school_period_id": "25/26"}, "2024-2025"),
+        (
+            {"eduv_org_id": "1", "eduv_org_id_type": "V_ID", "eduv_school_period_id": "2025-2027"},
+            "consecutive",
+        ),
     ],
 )
 def test_request_rules_are_enforced_before_sending(row: dict, fragment: str) -> None:
@@ -275,6 +279,49 @@ def test_retries_are_bounded(tmp_path: Path, eduv_public_pem: bytes) -> None:
     assert landed.http_status is None and "no answer after 3 attempts" in landed.problem
 
 
+def test_a_disk_error_for_one_school_fails_that_school_and_the_others_land(
+    tmp_path: Path, eduv_client
+) -> None:
+    long_key = "a" * 240  # a valid school_key, but its landing file name is too long for the file system
+    lines = [ORG_ROWS["a-po"].replace("a-po,", f"{long_key},", 1), ORG_ROWS["b-po"]]
+    landed = by_school(run(eduv_client, write_organisations(tmp_path / "cfg", *lines)))
+    assert landed["b-po"].ok and raw_employees("b-po") == [E4]
+    failed = landed[long_key]
+    assert (failed.ok, failed.http_status, failed.response_path) == (False, None, None)
+    assert f"Edu-V employees of school {long_key}: OSError: " in failed.problem
+    with warehouse.connect() as con:
+        assert con.execute(
+            "SELECT ok FROM raw_eduv_requests WHERE school_key = ?", [long_key]
+        ).fetchall() == [(False,)]
+
+
+def test_a_token_granted_fewer_scopes_fails_every_school_and_keeps_the_snapshot(
+    tmp_path: Path, eduv_standin: EduVStandIn
+) -> None:
+    organisations = write_organisations(tmp_path / "cfg", ORG_ROWS["a-po"], ORG_ROWS["b-po"])
+    with EduVClient(eduv_standin.url, CLIENT_ID, client_secret=CLIENT_SECRET, policy=FAST) as client:
+        assert all(r.ok for r in run(client, organisations, "night-1"))
+    # the board withdrew the roles and communication authorisation: the source grants basic only
+    eduv_standin.add_client(
+        CLIENT_ID, secret=CLIENT_SECRET, scopes=["eduv.employee.basic"], narrow_scope=True
+    )
+    with EduVClient(eduv_standin.url, CLIENT_ID, client_secret=CLIENT_SECRET, policy=FAST) as client:
+        landed = run(client, organisations, "night-2")
+    assert [(r.ok, r.http_status) for r in landed] == [(False, None), (False, None)]
+    for r in landed:
+        assert r.problem == (
+            f"{r.school_key}: Edu-V token for client {CLIENT_ID} was granted without the scope(s) "
+            "eduv.employee.communication eduv.employee.roles: its answers would lack those attributes, "
+            "so it is not used"
+        )
+    assert (
+        len(eduv_standin.requests_to("POST", "/oauth/token")) == 2
+    )  # night 2: one token, not one per school
+    assert len(eduv_standin.requests_to("GET", "/employees")) == 2  # only night 1 asked for employees
+    assert raw_employees("a-po", "raw_eduv_employees_latest") == [E1, E2]  # staging keeps the full answer
+    assert raw_employees("b-po", "raw_eduv_employees_latest") == [E4]
+
+
 class OddBodies(EduVStandIn):
     """Answers 200 with whatever body a test registers for an orgId (HTML pages, objects, cut JSON)."""
 
@@ -374,3 +421,32 @@ def test_asset_fails_naming_the_failed_school_after_landing_the_rest(
     assert "failed for 1 of 2 schools" in str(failure.event_specific_data.error)
     assert "c-po: HTTP 403: The school has not given consent" in str(failure.event_specific_data.error)
     assert raw_employees("a-po") == [E1, E2]
+
+
+class EchoesToken(EduVStandIn):
+    """Refuses every employees request with a statusMessage that quotes the bearer token it got."""
+
+    def handle(self, request):
+        if request.path == "/employees":
+            message = f"Token rejected: {request.headers.get('authorization')} is not valid here"
+            return Response.json(403, {"status": 403, "statusMessage": message})
+        return super().handle(request)
+
+
+def test_a_status_message_echoing_the_access_token_is_redacted(
+    tmp_path: Path, monkeypatch, caplog, eduv_public_pem: bytes
+) -> None:
+    monkeypatch.setenv("STAFF_CONFIG_DIR", str(tmp_path / "cfg"))
+    write_organisations(tmp_path / "cfg", ORG_ROWS["a-po"], ORG_ROWS["b-po"])
+    with populate(EchoesToken(), eduv_public_pem) as standin, caplog.at_level("DEBUG"):
+        result = materialize([raw_eduv_employees], resources=_resources(standin), raise_on_error=False)
+        tokens = {r.headers["authorization"].split()[1] for r in standin.requests_to("GET", "/employees")}
+    assert not result.success and len(tokens) == 1
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    with warehouse.connect() as con:
+        messages = [m for (m,) in con.execute("SELECT status_message FROM raw_eduv_requests").fetchall()]
+    assert messages == ["Token rejected: Bearer <redacted> is not valid here"] * 2
+    assert "a-po: HTTP 403: Token rejected: Bearer <redacted>" in str(failure.event_specific_data.error)
+    (token,) = tokens
+    events = str([(e.message, e.event_specific_data) for e in result.all_events])
+    assert token not in events and token not in caplog.text

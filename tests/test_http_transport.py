@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
+from urllib.parse import quote, unquote
 
 import pytest
 
@@ -41,6 +42,11 @@ class _Handler(BaseHTTPRequestHandler):
         elif self.path.split("?")[0] == "/drop":
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
+        elif self.path.startswith("/busy?after="):
+            self.send_response(503)
+            self.send_header("Retry-After", unquote(self.path.split("=", 1)[1]))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
         elif self.path == "/slow":
             threading.Event().wait(1.0)
             self.send_response(204)
@@ -110,3 +116,28 @@ def test_https_verifies_certificates_and_host_names():
     transport = KeepAliveTransport("https://example.invalid", timeout=5)
     assert transport._context is not None
     assert transport._context.verify_mode == ssl.CERT_REQUIRED and transport._context.check_hostname
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "expected"),
+    [("2", 2.0), ("0", 0.0), ("-1", 0.0), ("-inf", None), ("60", 5.0), ("nan", None), ("inf", None),
+     ("1e400", None), ("Wed, 21 Oct 2015 07:28:00 GMT", None), ("soon", None), (None, None)],
+)  # fmt: skip
+def test_retry_after_is_clamped_to_the_backoff_range_and_unusable_values_ignored(
+    retry_after: str | None, expected: float | None
+) -> None:
+    policy = RetryPolicy(attempts=3, backoff_base=1.0, backoff_max=5.0)
+    wait = policy.delay(1, retry_after)
+    if expected is None:  # the normal backoff: half of min(base * 2**attempt, max) plus jitter
+        assert 1.0 <= wait <= 2.0
+    else:
+        assert wait == expected
+
+
+@pytest.mark.parametrize("retry_after", ["-1", "nan", "-inf"])
+def test_a_bad_retry_after_from_the_server_does_not_break_the_retry(server, retry_after: str) -> None:
+    transport = KeepAliveTransport(server, timeout=5)
+    targets = iter([f"/busy?after={quote(retry_after)}", "/after"])
+    policy = RetryPolicy(attempts=3, backoff_base=0.01, backoff_max=0.05)
+    response = send_with_retry(lambda: transport.request("GET", next(targets)), policy=policy, describe="GET")
+    assert response.status_code == 201  # slept with the real time.sleep, then retried

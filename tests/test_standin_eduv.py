@@ -223,6 +223,24 @@ def test_scopes_decide_the_attributes(eduv_standin: EduVStandIn) -> None:
     assert "eduv.employee.basic" in refused(no_basic, 403)
 
 
+def test_a_narrow_scope_client_is_granted_less_than_asked_and_told_so(eduv_standin: EduVStandIn) -> None:
+    eduv_standin.add_client(
+        "narrowed", secret="narrowed-secret", scopes=["eduv.employee.basic"], narrow_scope=True
+    )
+    answer = token_request(
+        eduv_standin, **GRANT, client_id="narrowed", client_secret="narrowed-secret", scope=ALL
+    )
+    assert answer.status_code == 200 and answer.json()["scope"] == "eduv.employee.basic"
+    served = employees(eduv_standin, answer.json()["access_token"], **A_PO).json()
+    assert [e["givenName"] for e in served] == ["Özlem", "Given2"]
+    assert not {"email", "phone", "mobile", "organisationRoles"} & {k for e in served for k in e}
+    eduv_standin.add_client("strict", secret="strict-secret", scopes=["eduv.employee.basic"])
+    strict = token_request(
+        eduv_standin, **GRANT, client_id="strict", client_secret="strict-secret", scope=ALL
+    )
+    assert strict.status_code == 400 and strict.json()["error"] == "invalid_scope"
+
+
 # -- query rules -------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("params", "fragment"),

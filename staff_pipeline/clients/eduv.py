@@ -3,6 +3,9 @@
 The Edukoppeling profile authenticates the token request with a signed JWT (``private_key_jwt``,
 RS256); a plain client secret (``client_secret_basic``) is supported for sources that issue one.
 A token is reused until shortly before it expires and refreshed once when the API answers 401.
+A token granted fewer scopes than asked (RFC 6749 3.3: the answer's ``scope`` says so) is refused
+for every request: its answers would silently lack contacts or roles, which downstream would read as
+"removed".
 
 Answers are never parsed here: :meth:`EduVClient.download_employees` streams the body to a file
 (a national school board can answer with hundreds of megabytes) and hashes it on the way, so the
@@ -109,7 +112,7 @@ class EduVClient:
         self.client_id = client_id
         self._secret = client_secret
         self._key = load_private_key(private_key) if private_key else None
-        self._secrets = [s for s in (client_secret, private_key) if s]
+        self._secrets = [s for s in (client_secret, private_key) if s]  # + every token: redact()
         self.scopes = scopes
         self.timeout = (connect_timeout, timeout)
         self.policy = policy or RetryPolicy()
@@ -117,6 +120,7 @@ class EduVClient:
         self._lock = threading.Lock()
         self._token: str | None = None
         self._token_valid_until = 0.0
+        self._token_missing_scopes: list[str] = []
 
     def close(self) -> None:
         self._session.close()
@@ -127,14 +131,34 @@ class EduVClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def redact(self, text: str) -> str:
+        """``text`` without this client's secret, private key or any bearer token it has held.
+
+        Every token obtained is kept for this, not only the current one: an error answer may echo
+        the token of the request, which another thread may have replaced already.
+        """
+        return redact_text(text, self._secrets)
+
     # -- tokens ----------------------------------------------------------------------------
     def access_token(self) -> str:
-        """The current bearer token, fetched when missing or about to expire."""
+        """The current bearer token, fetched when missing or about to expire.
+
+        Raises :class:`ApiError` while the token lacks a requested scope: the token is kept until
+        it expires (not re-requested per school: tokens are limited per client), and every request
+        that would use it fails.
+        """
         with self._lock:
             if self._token is None or time.monotonic() >= self._token_valid_until:
-                self._token, lifetime = self._fetch_token()
+                self._token, lifetime, self._token_missing_scopes = self._fetch_token()
+                self._secrets.append(self._token)
                 self._token_valid_until = time.monotonic() + lifetime - min(30.0, lifetime * 0.1)
-            return self._token
+            token, missing = self._token, self._token_missing_scopes
+        if missing:
+            raise ApiError(
+                f"Edu-V token for client {self.client_id} was granted without the scope(s) "
+                f"{' '.join(missing)}: its answers would lack those attributes, so it is not used"
+            )
+        return token
 
     def _invalidate(self, token: str) -> None:
         """Forget ``token`` after a 401, unless another thread already replaced it."""
@@ -142,7 +166,8 @@ class EduVClient:
             if self._token == token:
                 self._token = None
 
-    def _fetch_token(self) -> tuple[str, float]:
+    def _fetch_token(self) -> tuple[str, float, list[str]]:
+        """A new token, its lifetime in seconds, and the requested scopes it was not granted."""
         auth = (
             None if self._key is not None else (quote(self.client_id, safe=""), quote(self._secret, safe=""))
         )
@@ -167,14 +192,25 @@ class EduVClient:
             if not error:
                 detail = response.text[:200]
             raise ApiError(
-                redact_text(
+                self.redact(
                     f"Edu-V token request for client {self.client_id} failed: HTTP {response.status_code} "
-                    f"{error} {detail}".strip(),
-                    self._secrets,
+                    f"{error} {detail}".strip()
                 ),
                 status=response.status_code,
             )
-        return str(payload["access_token"]), float(payload.get("expires_in") or 300)
+        token, lifetime = str(payload["access_token"]), float(payload.get("expires_in") or 300)
+        return token, lifetime, self._missing_scopes(payload)
+
+    def _missing_scopes(self, payload: dict[str, Any]) -> list[str]:
+        """Requested scopes the token answer says were not granted (RFC 6749 3.3).
+
+        No ``scope`` in the answer means the requested scopes were granted; a ``scope`` that is
+        not a space-separated string grants nothing we can rely on.
+        """
+        if "scope" not in payload:
+            return []
+        granted = payload["scope"].split() if isinstance(payload["scope"], str) else []
+        return [scope for scope in self.scopes.split() if scope not in granted]
 
     # -- employees -------------------------------------------------------------------------
     def download_employees(self, params: dict[str, str], dest: Path, *, describe: str) -> Download:
@@ -241,7 +277,7 @@ class EduVClient:
             message = str(payload["statusMessage"])
         else:
             message = " ".join(text.split())[:200] or "(empty body)"
-        return redact_text(message, self._secrets)
+        return self.redact(message)
 
 
 class EduVResource(ConfigurableResource):

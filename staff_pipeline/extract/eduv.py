@@ -11,7 +11,6 @@ received, with its request's lineage. A school whose pull failed keeps its earli
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,11 +25,8 @@ import pandas as pd
 from staff_pipeline.clients.eduv import Download, EduVClient
 from staff_pipeline.config import ConfigError
 from staff_pipeline.http import ApiError
+from staff_pipeline.schemas.config import SCHOOL_PERIOD_RULE, is_school_period_id
 from staff_pipeline.vocab import ORG_ID_TYPES
-
-_PERIOD = re.compile(
-    r"^(\d{4}-\d{4}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
-)
 
 DDL = """
 CREATE TABLE IF NOT EXISTS raw_eduv_requests (
@@ -128,7 +124,8 @@ def request_params(row: Mapping[str, Any]) -> dict[str, str] | None:
     Enforces the reference's rules before anything is sent: ``orgMasterId`` xor ``orgId`` +
     ``orgIdType`` (a known type); ``filterByOrgId`` only with ``orgId`` and only where the source
     supports it (it is not sent with ``orgMasterId``, where it could only be absent or false);
-    ``schoolPeriodId`` a school year (``2024-2025``) or a UUID. Raises ValueError naming the field.
+    ``schoolPeriodId`` a school year of consecutive years (``2024-2025``) or a UUID. Raises
+    ValueError naming the field.
     """
     master = _text(row.get("eduv_org_master_id"))
     org_id, org_type = _text(row.get("eduv_org_id")), _text(row.get("eduv_org_id_type"))
@@ -156,8 +153,8 @@ def request_params(row: Mapping[str, Any]) -> dict[str, str] | None:
                 raise ValueError("eduv_filter_by_org_id is set but the source does not support filtering")
             params["filterByOrgId"] = "true" if filter_by else "false"
     if period is not None:
-        if not _PERIOD.match(period):
-            raise ValueError(f"eduv_school_period_id {period!r} must look like 2024-2025 or be a UUID")
+        if not is_school_period_id(period):
+            raise ValueError(f"eduv_school_period_id {period!r} must be {SCHOOL_PERIOD_RULE}")
         params["schoolPeriodId"] = period
     return params
 
@@ -187,18 +184,25 @@ def fetch_all(
     landing_dir: Path,
     concurrency: int = 4,
 ) -> list[Fetched]:
-    """Download every school's answer into ``landing_dir/eduv/<run_id>/`` (a few at a time)."""
+    """Download every school's answer into ``landing_dir/eduv/<run_id>/`` (a few at a time).
+
+    Whatever goes wrong for one school (no answer, a token that cannot be used, a disk error
+    writing its landing file, a malformed answer) becomes that school's failed request, so the
+    other schools still land and the failed one keeps its previous snapshot.
+    """
     folder = landing_dir / "eduv" / run_id
 
     def fetch(query: SchoolQuery) -> Fetched:
         request_id = uuid.uuid4().hex
         dest = folder / f"{query.school_key}-{request_id}.json"
+        describe = f"Edu-V employees of school {query.school_key}"
         try:
-            download = client.download_employees(
-                query.params, dest, describe=f"Edu-V employees of school {query.school_key}"
-            )
-        except ApiError as exc:
+            download = client.download_employees(query.params, dest, describe=describe)
+        except ApiError as exc:  # already names the request, secrets removed
             return Fetched(query, request_id, datetime.now(UTC), None, str(exc))
+        except Exception as exc:  # one school's failure must not stop the others
+            error = client.redact(f"{describe}: {type(exc).__name__}: {exc}")
+            return Fetched(query, request_id, datetime.now(UTC), None, error)
         return Fetched(query, request_id, datetime.now(UTC), download)
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="eduv") as pool:

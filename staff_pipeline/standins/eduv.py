@@ -11,6 +11,8 @@ Endpoints:
   ``client_secret_basic``, ``client_secret_post`` or ``private_key_jwt`` (RS256 assertion checked
   against the registered public key: iss/sub, aud, exp, iat, one-time jti). ``scope`` asks for a
   subset of ``eduv.employee.basic|communication|roles``; omitted means all the client may have.
+  A scope the client may not have is refused (``invalid_scope``), or, for a client registered with
+  ``narrow_scope=True``, left out of the grant and of the answer's ``scope`` (RFC 6749 3.3).
 - ``GET /employees``: ``orgMasterId`` xor ``orgId`` + ``orgIdType``; ``filterByOrgId``;
   ``schoolPeriodId``. Scopes decide the attributes: communication -> email/phone/mobile, roles ->
   organisationRoles; basic is required.
@@ -81,6 +83,7 @@ class _Client:
     secret: str | None
     public_key: rsa.RSAPublicKey | None
     scopes: frozenset[str]
+    narrow_scope: bool  # grant the allowed part of the requested scopes instead of refusing
 
 
 @dataclass
@@ -237,8 +240,14 @@ class EduVStandIn(StandIn):
         secret: str | None = None,
         public_key_pem: str | bytes | None = None,
         scopes: Iterable[str] = EDUV_SCOPES,
+        narrow_scope: bool = False,
     ) -> None:
-        """Register a consumer: a client secret, a public key for ``private_key_jwt``, or both."""
+        """Register a consumer: a client secret, a public key for ``private_key_jwt``, or both.
+
+        ``scopes`` are what the client may have. ``narrow_scope`` makes a request for more grant
+        only those, as a server may (RFC 6749 3.3), instead of refusing it: the case of a board
+        that withdrew part of a consumer's authorisation.
+        """
         if secret is None and public_key_pem is None:
             raise ValueError("a client needs a secret or a public key")
         key = None
@@ -251,7 +260,7 @@ class EduVStandIn(StandIn):
         unknown = set(scopes) - set(EDUV_SCOPES)
         if unknown:
             raise ValueError(f"unknown scopes {sorted(unknown)}")
-        self._clients[client_id] = _Client(client_id, secret, key, frozenset(scopes))
+        self._clients[client_id] = _Client(client_id, secret, key, frozenset(scopes), narrow_scope)
 
     def add_school(
         self,
@@ -365,11 +374,11 @@ class EduVStandIn(StandIn):
         client = self._authenticate(request, form)
         requested = form.get("scope", "").split()
         unknown = [s for s in requested if s not in client.scopes]
-        if unknown:
+        if unknown and not client.narrow_scope:
             raise _oauth_error(
                 400, "invalid_scope", f"scope not allowed for this client: {' '.join(unknown)}"
             )
-        granted = [s for s in EDUV_SCOPES if s in (requested or client.scopes)]
+        granted = [s for s in EDUV_SCOPES if s in client.scopes and (s in requested or not requested)]
         issued = self.tokens.issue(client.client_id, scopes=frozenset(granted))
         if issued is None:
             raise _oauth_error(429, "slow_down", "too many live tokens for this client; reuse one")
