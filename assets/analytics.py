@@ -7,9 +7,10 @@ own lineage. It takes the ``duckdb_writer`` pool because it holds the warehouse 
 from dagster import OpExecutionContext, job, op
 
 from staff_pipeline.publish import publish
+from staff_pipeline.resources import WRITER_POOL
 
 
-@op(pool="duckdb_writer", description="Copy the warehouse, add the analyst views, swap the copy in.")
+@op(pool=WRITER_POOL, description="Copy the warehouse, add the analyst views, swap the copy in.")
 def publish_analytics_copy(context: OpExecutionContext) -> None:
     path = publish()
     context.log.info(f"published {path.name}")

@@ -21,7 +21,7 @@ from dagster import (
 from assets.staging import failure_metadata
 from staff_pipeline.config import load_settings
 from staff_pipeline.metadata import markdown_table
-from staff_pipeline.resources import WarehouseResource
+from staff_pipeline.resources import WRITER_POOL, WarehouseResource
 from staff_pipeline.transform.staging import STAGED
 from staff_pipeline.transform.steps import conform
 from staff_pipeline.warehouse import preview
@@ -37,6 +37,7 @@ _DESCRIPTIONS = {
 
 
 @multi_asset(
+    pool=WRITER_POOL,
     specs=[
         AssetSpec(
             name,

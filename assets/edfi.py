@@ -17,14 +17,14 @@ from dagster import (
     asset,
 )
 
-from staff_pipeline.clients.edfi import EdFiResource
+from staff_pipeline.clients.edfi import EdFiResource, TokenError
 from staff_pipeline.config import load_organisations, load_settings
 from staff_pipeline.loads.edfi import load_resource
 from staff_pipeline.loads.edfi_mart import ASSIGNMENTS, CONTACTS, build_mart
 from staff_pipeline.loads.edfi_reconcile import reconcile
 from staff_pipeline.metadata import counts_table, markdown_table, validate_or_fail
 from staff_pipeline.partitions import lea_partitions
-from staff_pipeline.resources import WarehouseResource
+from staff_pipeline.resources import WRITER_POOL, WarehouseResource
 from staff_pipeline.schemas import marts
 from staff_pipeline.warehouse import preview
 
@@ -43,6 +43,7 @@ class EdFiLoadConfig(Config):
     partitions_def=lea_partitions,
     deps=[AssetKey("staff"), AssetKey("staff_contacts"), AssetKey("staff_assignments")],
     description="Desired Ed-Fi assignment and contact associations of one LEA, and who is not sent (why).",
+    pool=WRITER_POOL,
 )
 def edfi_mart(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
     lea = int(context.partition_key)
@@ -78,6 +79,13 @@ def edfi_mart(context: AssetExecutionContext, warehouse: WarehouseResource) -> M
     )
 
 
+def _reconciled_edorgs(lea: int) -> list[int]:
+    """The LEA and its non-Choice schools: Choice schools send nothing, so their records are not ours."""
+    orgs = load_organisations()
+    schools = orgs.loc[(orgs["lea_id"] == lea) & ~orgs["choice_school"].astype(bool), "school_id"]
+    return [lea, *schools.astype(int)]
+
+
 def _load(
     context: AssetExecutionContext,
     config: EdFiLoadConfig,
@@ -92,10 +100,11 @@ def _load(
     metadata: dict[str, object] = {"lea_id": lea, "resource": resource}
     try:
         if config.reconcile and not config.dry_run:
-            orgs = load_organisations()
-            edorgs = [lea, *orgs.loc[orgs["lea_id"] == lea, "school_id"].astype(int)]
-            found = reconcile(warehouse.connect, client, lea, resource, edorgs, run_id=context.run_id)
+            found = reconcile(
+                warehouse.connect, client, lea, resource, _reconciled_edorgs(lea), run_id=context.run_id
+            )
             metadata["reconcile"] = counts_table(found, "ledger vs API")
+            metadata["reconcile_not_ours"] = found["not_ours"]
         report, plan = load_resource(
             warehouse.connect,
             client,
@@ -107,6 +116,12 @@ def _load(
             dry_run=config.dry_run,
             confirm_deletes=config.confirm_deletes,
         )
+    except TokenError as exc:  # the client has redacted the secret and token from the message
+        raise Failure(
+            description=f"Ed-Fi LEA {lea} {resource}: the token request was refused, so the run stopped "
+            f"(what was sent before is in the ledger): {exc}",
+            metadata={**metadata, "tokens_fetched": client.tokens_fetched},
+        ) from None
     finally:
         client.close()
     with warehouse.connect() as con:
@@ -128,6 +143,8 @@ def _load(
             "deleted": report.deleted,
             "failed": report.failed_total,
             "failed_by_status_and_message": counts_table(report.failed, "status and message"),
+            "withheld_deletes": report.withheld_total,
+            "withheld_by_reason": counts_table(report.withheld, "reason"),
             "tokens_fetched": client.tokens_fetched,
         }
     )

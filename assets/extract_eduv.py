@@ -6,7 +6,7 @@ from staff_pipeline.clients.eduv import EduVResource
 from staff_pipeline.config import load_organisations
 from staff_pipeline.extract import eduv as extract
 from staff_pipeline.metadata import markdown_table
-from staff_pipeline.resources import WarehouseResource
+from staff_pipeline.resources import WRITER_POOL, WarehouseResource
 from staff_pipeline.settings import paths
 from staff_pipeline.warehouse import preview
 
@@ -14,6 +14,7 @@ from staff_pipeline.warehouse import preview
 @asset(
     group_name="extract",
     kinds={"python", "duckdb"},
+    pool=WRITER_POOL,
     description="Edu-V Employees, one request per configured school, appended to raw_eduv_employees "
     "(one row per array element, as received) and raw_eduv_requests. Fails after landing the good "
     "schools when any school failed, naming them.",

@@ -6,7 +6,7 @@ from pydantic import Field
 from staff_pipeline.config import lea_ids
 from staff_pipeline.extract import sis
 from staff_pipeline.metadata import markdown_table
-from staff_pipeline.resources import WarehouseResource
+from staff_pipeline.resources import WRITER_POOL, WarehouseResource
 from staff_pipeline.settings import paths
 from staff_pipeline.warehouse import preview
 
@@ -21,6 +21,7 @@ class SisInboxConfig(Config):
 @asset(
     group_name="extract",
     kinds={"python", "duckdb"},
+    pool=WRITER_POOL,
     description="SIS staff exports from inbox/<lea_id>/, each file landed whole (every field as text, "
     "with file, hash, line and run) into raw_sis_staff and recorded in raw_sis_files; landed files move "
     "to archive/, unreadable ones to failed/ beside a message. Fails, after landing the good files, "

@@ -14,7 +14,7 @@ from staff_pipeline.loads.linkit import load_district
 from staff_pipeline.loads.linkit_mart import MART, REJECTED, build_mart
 from staff_pipeline.metadata import counts_table, markdown_table, validate_or_fail
 from staff_pipeline.partitions import district_partitions
-from staff_pipeline.resources import WarehouseResource
+from staff_pipeline.resources import WRITER_POOL, WarehouseResource
 from staff_pipeline.schemas.marts_linkit import mart_linkit_staff
 from staff_pipeline.warehouse import preview
 
@@ -33,6 +33,7 @@ class LinkItLoadConfig(Config):
     partitions_def=district_partitions,
     deps=[AssetKey("staff"), AssetKey("staff_contacts"), AssetKey("staff_assignments")],
     description="Desired LinkIt! accounts of one district (highest role, all schools) and who is not loaded.",
+    pool=WRITER_POOL,
 )
 def linkit_mart(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
     district = context.partition_key

@@ -19,7 +19,7 @@ from dagster import (
 
 from staff_pipeline.config import load_settings
 from staff_pipeline.metadata import markdown_table
-from staff_pipeline.resources import WarehouseResource
+from staff_pipeline.resources import WRITER_POOL, WarehouseResource
 from staff_pipeline.transform.staging import STAGED
 from staff_pipeline.transform.steps import StepResult, stage
 from staff_pipeline.warehouse import preview
@@ -61,6 +61,7 @@ def rejected_metadata(counts: pd.DataFrame, sample: pd.DataFrame) -> dict:
 
 
 @multi_asset(
+    pool=WRITER_POOL,
     specs=[
         AssetSpec(
             name,

@@ -21,6 +21,10 @@ from staff_pipeline.clients.edfi import EdFiResource
 from staff_pipeline.clients.eduv import EduVResource
 from staff_pipeline.clients.linkit import LinkItResource
 
+# The Dagster pool of every step that writes the warehouse: DuckDB has one writing process, so the
+# instance limits it to 1 (docs/operations.md). Loads only hold the lock briefly and stay outside it.
+WRITER_POOL = "duckdb_writer"
+
 
 class WarehouseResource(ConfigurableResource):
     """The DuckDB warehouse file. Empty ``path`` means ``STAFF_WAREHOUSE``, else

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from staff_pipeline import warehouse
-from staff_pipeline.clients.edfi import EdFiClient
+from staff_pipeline.clients.edfi import EdFiClient, forget_tokens
 from staff_pipeline.http import RetryPolicy
 from staff_pipeline.loads.edfi import RESOURCES, LoadReport, load_resource
 from staff_pipeline.loads.edfi_mart import build_mart
@@ -34,10 +34,10 @@ CONFORMED_DDL = {
     "staff_contacts": """person_id VARCHAR, lea_id BIGINT, school_id BIGINT, kind VARCHAR, value VARCHAR,
         source VARCHAR, is_primary BOOLEAN""",
     "staff_assignments": """person_id VARCHAR, lea_id BIGINT, school_id BIGINT, school_key VARCHAR,
-        choice_school BOOLEAN, linkit_district VARCHAR, linkit_school_id BIGINT, source VARCHAR,
-        source_role VARCHAR, staff_classification VARCHAR, contact_title VARCHAR, linkit_role VARCHAR,
-        position_title VARCHAR, begin_date DATE, end_date DATE, fte DOUBLE, school_period VARCHAR,
-        active BOOLEAN""",
+        local_code VARCHAR, choice_school BOOLEAN, linkit_district VARCHAR, linkit_school_id BIGINT,
+        source VARCHAR, source_role VARCHAR, staff_classification VARCHAR, contact_title VARCHAR,
+        linkit_role VARCHAR, position_title VARCHAR, begin_date DATE, end_date DATE, fte DOUBLE,
+        school_period VARCHAR, to_be_deleted BOOLEAN, active BOOLEAN""",
 }
 
 
@@ -49,7 +49,10 @@ class Conformed:
     contacts: list[dict] = field(default_factory=list)
     assignments: list[dict] = field(default_factory=list)
 
-    def person(self, person_id: str, wiseid: str | None, status: str = "active") -> Conformed:
+    def person(
+        self, person_id: str, wiseid: str | None, status: str = "active", leaving_reason: str | None = None
+    ) -> Conformed:
+        """A person; ``status`` 'leaving' needs a ``leaving_reason`` (tobedeleted | all_roles_ended)."""
         self.staff.append(
             {
                 "person_id": person_id,
@@ -62,7 +65,7 @@ class Conformed:
                 "preferred_first_name": None,
                 "primary_email": None,
                 "status": status,
-                "leaving_reason": None,
+                "leaving_reason": leaving_reason,
                 "matched_by": "test",
                 "sources": "sis",
             }
@@ -81,6 +84,8 @@ class Conformed:
         contact_title: str = "Teacher",
         fte: float | None = 1.0,
         choice: bool = False,
+        end: date | None = None,
+        to_be_deleted: bool = False,
     ) -> Conformed:
         self.assignments.append(
             {
@@ -98,10 +103,11 @@ class Conformed:
                 "linkit_role": "TEACHER",
                 "position_title": title,
                 "begin_date": begin,
-                "end_date": None,
+                "end_date": end,
                 "fte": fte,
                 "school_period": None,
-                "active": True,
+                "to_be_deleted": to_be_deleted,
+                "active": not to_be_deleted,
             }
         )
         return self
@@ -143,7 +149,11 @@ def edfi_knobs() -> Knobs:
 
 @pytest.fixture
 def edfi_standin(edfi_knobs: Knobs) -> Iterator[EdFiStandIn]:
-    """A stand-in that knows the checked-in organisations and one key per LEA plus a state key."""
+    """A stand-in that knows the checked-in organisations and one key per LEA plus a state key.
+
+    The process-wide token cache is emptied first: a new stand-in may get an earlier one's port.
+    """
+    forget_tokens()
     standin = EdFiStandIn(knobs=edfi_knobs)
     standin.load_organisations()
     standin.add_client("state", "state-secret")

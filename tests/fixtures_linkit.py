@@ -82,6 +82,7 @@ def assignment(person_id: str, district: str = "lakeview", school: int | None = 
         "end_date": None,
         "fte": 1.0,
         "school_period": "2025-2026",
+        "to_be_deleted": False,
         "active": True,
     }
     return row | values
@@ -113,6 +114,7 @@ _DDL = {
     "source VARCHAR, "
     "source_role VARCHAR, staff_classification VARCHAR, contact_title VARCHAR, linkit_role VARCHAR, "
     "position_title VARCHAR, begin_date DATE, end_date DATE, fte DOUBLE, school_period VARCHAR, "
+    "to_be_deleted BOOLEAN, "
     "active BOOLEAN",
 }
 

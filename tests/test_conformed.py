@@ -279,3 +279,36 @@ def test_an_edu_v_person_keeps_each_leas_own_email(con) -> None:
     assert con.execute(
         "SELECT lea_id, value, is_primary FROM staff_contacts WHERE kind = 'email' ORDER BY 1"
     ).fetchall() == [(100001, "a@lakeview.example.org", True), (100002, "b@riverside.example.org", True)]
+
+
+def test_one_schools_tobedeleted_removes_its_roles_not_the_person(con) -> None:
+    """Lakeview's Edu-V answer says tobedeleted; Riverside's says active with a current role, and
+    Riverside's SIS has them too. Only the Lakeview roles go; the person stays active."""
+    raw = Raw(con)
+    raw.eduv("lakeview-elem", [employee(1, status="tobedeleted", roles=[role(LAKEVIEW_ELEM)])])
+    raw.eduv("riverside-elem", [employee(1, asi="R1", roles=[role(RIVERSIDE_ELEM)])])
+    raw.sis(100002, [sis_row("R1", school="RSE")])
+    assert run_both(con).swapped
+    person = _person(con, "eduv:eckId:eck-1")
+    assert con.execute(
+        "SELECT status, leaving_reason FROM staff WHERE person_id = ?", [person]
+    ).fetchall() == [("active", None)]
+    rows = con.execute(
+        "SELECT lea_id, source, to_be_deleted, active FROM staff_assignments WHERE person_id = ? "
+        "ORDER BY ALL",
+        [person],
+    ).fetchall()
+    assert rows == [
+        (100001, "eduv", True, False),
+        (100002, "eduv", False, True),
+        (100002, "sis", False, True),
+    ]
+    assert {lea for (lea,) in con.execute("SELECT lea_id FROM staff_contacts").fetchall()} == {100002}
+
+
+def test_a_person_every_source_wants_removed_is_leaving_tobedeleted(con) -> None:
+    raw = Raw(con)
+    raw.eduv("lakeview-elem", [employee(1, status="tobedeleted", roles=[role(LAKEVIEW_ELEM)])])
+    assert run_both(con).swapped
+    assert con.execute("SELECT status, leaving_reason FROM staff").fetchall() == [("leaving", "tobedeleted")]
+    assert con.execute("SELECT to_be_deleted, active FROM staff_assignments").fetchall() == [(True, False)]

@@ -62,3 +62,23 @@ def test_jobs_and_automation_are_registered() -> None:
     names = {job.name for job in defs.resolve_all_job_defs()}
     assert {"prepare_staff_job", "edfi_load_job", "linkit_load_job"} <= names
     assert defs.resolve_schedule_def("nightly_staff_schedule") is not None
+
+
+def test_every_step_that_writes_the_warehouse_takes_the_writer_pool() -> None:
+    """DuckDB has one writing process: the extract, the gates, the model and the marts queue on
+    ``duckdb_writer`` (limit 1); the loads, which hold the lock only briefly, take their API's pool."""
+    from staff_pipeline.definitions import defs
+    from staff_pipeline.resources import WRITER_POOL
+
+    pools = {}
+    for job_name in ("prepare_staff_job", "edfi_load_job", "linkit_load_job"):
+        for node in defs.resolve_job_def(job_name).graph.node_defs:
+            pools[node.name] = node.pool
+    assert {name: pool for name, pool in pools.items() if pool != WRITER_POOL} == {
+        "edfi_assignment_associations": "edfi_api",
+        "edfi_contact_associations": "edfi_api",
+        "linkit_staff_accounts": "linkit_api",
+    }
+    assert {"raw_eduv_employees", "raw_sis_staff", "staging", "conformed", "edfi_mart", "linkit_mart"} <= set(
+        pools
+    )

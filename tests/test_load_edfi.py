@@ -107,7 +107,7 @@ def test_non_key_change_updates_in_place_and_key_change_posts_new_then_deletes_o
     assert methods == ["POST", "DELETE"]  # the new record first, then the old one goes
 
 
-def test_record_that_left_the_source_and_a_leaving_person_are_deleted(edfi_standin, lea_a_client):
+def test_record_that_left_the_source_and_a_person_to_be_deleted_are_deleted(edfi_standin, lea_a_client):
     for w in ("W4", "W5"):
         edfi_standin.add_staff(None, w)
     world = Conformed().person("p4", "W4").person("p5", "W5")
@@ -117,7 +117,7 @@ def test_record_that_left_the_source_and_a_leaving_person_are_deleted(edfi_stand
     load_lea(lea_a_client, LEA_A)
     assert len(edfi_standin.records(ASSIGNMENTS)) == 3
 
-    world = Conformed().person("p4", "W4", status="leaving").person("p5", "W5")
+    world = Conformed().person("p4", "W4", "leaving", "tobedeleted").person("p5", "W5")
     world.assign("p4", LEA_A, SCHOOL_A1).email("p4", LEA_A, SCHOOL_A1, "p4@lea1.com")
     world.assign("p5", LEA_A, SCHOOL_A1)
     world.write()
@@ -125,6 +125,23 @@ def test_record_that_left_the_source_and_a_leaving_person_are_deleted(edfi_stand
     assert reports[ASSIGNMENTS].deleted == 2 and reports[CONTACTS].deleted == 1
     assert {a[0] for a in _assignments(edfi_standin)} == {"W5"}
     assert edfi_standin.records(CONTACTS) == []
+
+
+def test_an_assignment_its_school_wants_removed_is_deleted_and_the_rest_stays(edfi_standin, lea_a_client):
+    """One school's Edu-V answer says tobedeleted: that school's record goes, the person's other
+    school (another source still has them there) keeps its record."""
+    edfi_standin.add_staff(None, "W4")
+    world = Conformed().person("p4", "W4")
+    world.assign("p4", LEA_A, SCHOOL_A1).assign("p4", LEA_A, SCHOOL_A2, "Secondary Teacher")
+    world.write()
+    load_lea(lea_a_client, LEA_A)
+    world = Conformed().person("p4", "W4")
+    world.assign("p4", LEA_A, SCHOOL_A1, to_be_deleted=True)
+    world.assign("p4", LEA_A, SCHOOL_A2, "Secondary Teacher")
+    world.write()
+    reports = load_lea(lea_a_client, LEA_A)
+    assert reports[ASSIGNMENTS].deleted == 1
+    assert [a[1] for a in _assignments(edfi_standin)] == [SCHOOL_A2]
 
 
 def test_choice_school_and_staff_without_wiseid_send_nothing_and_are_listed(edfi_standin):
@@ -230,7 +247,8 @@ def test_reconcile_repairs_a_ledger_that_disagrees_with_the_api(edfi_standin, le
         "in_api": 1,
         "in_ledger_before": 2,
         "missing_in_api": 1,
-        "unknown_to_ledger": 0,
+        "adopted": 0,
+        "not_ours": 0,
         "differing": 1,
     }
     report = load_lea(lea_a_client, LEA_A)[ASSIGNMENTS]

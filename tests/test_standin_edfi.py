@@ -134,10 +134,31 @@ def test_post_is_an_upsert_with_location_and_etag(api):
         (assignment(staffReference={"staffUniqueId": "S" * 33}), "$.staffReference.staffUniqueId"),
         (assignment(orderOfAssignment=1.5), "$.orderOfAssignment"),
         (assignment(colour="blue"), "$.colour"),
+        (assignment(beginDate="20250819"), "$.beginDate"),
+        (assignment(beginDate="2025-W34-2"), "$.beginDate"),
+        (assignment(beginDate="2025-02-30"), "$.beginDate"),
+        (
+            assignment(staffClassificationDescriptor="uri://ed-fi.org/ClassificationDescriptor#Bogus"),
+            "$.staffClassificationDescriptor",
+        ),
+        (
+            assignment(
+                staffClassificationDescriptor="uri://ed-fi.org/ificationDescriptor#Elementary Teacher"
+            ),
+            "$.staffClassificationDescriptor",
+        ),
+        (
+            assignment(educationOrganizationReference={"educationOrganizationId": 2**63}),
+            "$.educationOrganizationReference.educationOrganizationId",
+        ),
+        (
+            contact(contactTypeDescriptor="uri://ed-fi.org/ContactTypeDescriptor#NoSuchCode"),
+            "$.contactTypeDescriptor",
+        ),
     ],
 )
 def test_invalid_bodies_are_400_problem_details_naming_the_field(api, body, field):
-    r = api("POST", ASSIGNMENTS, body)
+    r = api("POST", CONTACTS if "contactTitle" in body else ASSIGNMENTS, body)
     problem = r.json()
     assert r.status_code == 400
     assert problem["type"] == "urn:ed-fi:api:bad-request:data-validation-failed"
@@ -155,6 +176,56 @@ def test_contact_email_limits_are_enforced(api):
 def test_unknown_staff_is_409_unresolved_reference(api):
     r = api("POST", ASSIGNMENTS, assignment(staffReference={"staffUniqueId": "NOBODY"}))
     assert r.status_code == 409 and r.json()["type"] == "urn:ed-fi:api:data-conflict:unresolved-reference"
+
+
+def employment(**changes) -> dict:
+    body = {
+        "staffReference": {"staffUniqueId": "S1"},
+        "educationOrganizationReference": {"educationOrganizationId": SCHOOL_A1},
+        "employmentStatusDescriptor": "uri://ed-fi.org/EmploymentStatusDescriptor#Tenured or permanent",
+        "hireDate": "2001-01-01",
+    }
+    body.update(changes)
+    return body
+
+
+def _employment_reference(body: dict) -> dict:
+    return {
+        "educationOrganizationId": body["educationOrganizationReference"]["educationOrganizationId"],
+        "staffUniqueId": body["staffReference"]["staffUniqueId"],
+        "hireDate": body["hireDate"],
+        "employmentStatusDescriptor": body["employmentStatusDescriptor"],
+    }
+
+
+def test_a_reference_must_resolve_and_a_referenced_record_cannot_be_deleted(api, edfi_standin):
+    ref = {
+        "employmentStaffEducationOrganizationEmploymentAssociationReference": _employment_reference(
+            employment()
+        )
+    }
+    r = api("POST", ASSIGNMENTS, assignment(**ref))
+    assert r.status_code == 409 and r.json()["type"] == "urn:ed-fi:api:data-conflict:unresolved-reference"
+    credential = {"credentialIdentifier": "C1", "stateOfIssueStateAbbreviationDescriptor": "x"}
+    assert api("POST", ASSIGNMENTS, assignment(credentialReference=credential)).status_code == 400
+    employed = api("POST", "staffEducationOrganizationEmploymentAssociations", employment())
+    assert employed.status_code == 201
+    assert api("POST", ASSIGNMENTS, assignment(**ref)).status_code == 201
+
+    employment_id = employed.headers["Location"].rsplit("/", 1)[1]
+    r = api("DELETE", f"staffEducationOrganizationEmploymentAssociations/{employment_id}")
+    assert r.status_code == 409 and r.json()["type"] == "urn:ed-fi:api:data-conflict:dependent-item-exists"
+    state = requests.Session()
+    state.headers["Authorization"] = f"Bearer {_token(edfi_standin.url, 'state', 'state-secret')}"
+    [staff] = [s for s in edfi_standin.records("staffs") if s["staffUniqueId"] == "S1"]
+    r = state.delete(f"{edfi_standin.url}{DATA}staffs/{staff['id']}", timeout=5)
+    assert r.status_code == 409 and r.json()["type"] == "urn:ed-fi:api:data-conflict:dependent-item-exists"
+    state.close()
+    [record] = api("GET", ASSIGNMENTS).json()
+    assert api("DELETE", f"{ASSIGNMENTS}/{record['id']}").status_code == 204  # nothing refers to it
+    assert (
+        api("DELETE", f"staffEducationOrganizationEmploymentAssociations/{employment_id}").status_code == 204
+    )
 
 
 def test_contact_needs_an_assignment_of_that_staff_in_the_lea_first(api):

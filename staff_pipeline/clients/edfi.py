@@ -1,9 +1,12 @@
 """Ed-Fi ODS/API (WISEdata) client: OAuth2 client credentials, upsert, delete, paged reads.
 
-One token is shared by all threads of a client and reused until shortly before ``expires_in``
-(servers cap live tokens per client and answer 429 to a client that asks for one per call); a 401
-refreshes it, up to ``TOKEN_REFRESHES`` times per request: with many threads on one token, the token
-a request fetched after its first 401 can itself expire before the request is sent again.
+One token is shared by all threads of a client, and by every client of the same base URL and
+credentials in the process (a state-wide fallback key serves several LEA runs), and reused until
+shortly before ``expires_in``: servers cap live tokens per client and answer 429 to a client that
+asks for one per call. A 401 refreshes it, up to ``TOKEN_REFRESHES`` times per request: with many
+threads on one token, the token a request fetched after its first 401 can itself expire before the
+request is sent again. A token request that is refused after its bounded retries raises
+:class:`TokenError`, and the client asks no more: every further request would be refused the same way.
 
 Errors are turned into one line naming the request and the API's message, whether the server
 speaks ProblemDetails (7.2+) or the older ``{"message": ...}``.
@@ -11,6 +14,8 @@ speaks ProblemDetails (7.2+) or the older ``{"message": ...}``.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import threading
 import time
@@ -37,6 +42,44 @@ STANDIN_URL = "http://127.0.0.1:8101"  # the local stand-in's standard port
 TOKEN_MARGIN_SECONDS = 60.0
 TOKEN_REFRESHES = 3  # per request; bounded, so a token that is useless from birth still surfaces
 PAGE_LIMIT = 500
+
+
+class TokenError(ApiError):
+    """The token endpoint refused (401/403, 429 too-many-tokens, no answer) after its bounded retries.
+
+    Not one record's failure: a load that meets it stops the LEA's run. The message names the API's
+    answer, never the secret.
+    """
+
+
+@dataclass(repr=False)
+class _SharedToken:
+    """One cached token for a (base URL, client id, secret) in this process; never logged or stored."""
+
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    value: str | None = None
+    expires_at: float = 0.0
+
+
+_TOKENS: dict[tuple[str, str, str], _SharedToken] = {}
+_TOKENS_LOCK = threading.Lock()
+
+
+def _shared_token(base_url: str, client_id: str, secret: str) -> _SharedToken:
+    """The process-wide token slot of these credentials.
+
+    The key holds a digest of the secret, not the secret, so a client with a wrong secret never
+    borrows the token another client got with the right one.
+    """
+    key = (base_url, client_id, hashlib.sha256(secret.encode("utf-8")).hexdigest())
+    with _TOKENS_LOCK:
+        return _TOKENS.setdefault(key, _SharedToken())
+
+
+def forget_tokens() -> None:
+    """Drop every cached token (tests start a fresh stand-in per test, and ports get reused)."""
+    with _TOKENS_LOCK:
+        _TOKENS.clear()
 
 
 @dataclass(frozen=True)
@@ -98,49 +141,63 @@ class EdFiClient:
         # Data requests (the hot path) go over the keep-alive transport unless a proxy applies.
         self._transport = pin_environment(self.session, self.base_url, timeout=timeout)
         self._data_path = urlsplit(self.data_url).path
-        self._token: str | None = None
-        self._expires_at = 0.0
-        self._token_lock = threading.Lock()
+        self._shared = _shared_token(self.base_url, client_id, client_secret)
+        self._refused: TokenError | None = None
         self.tokens_fetched = 0
 
     # -- auth --------------------------------------------------------------------------------------
     def _fetch_token(self) -> None:
-        response = send_with_retry(
-            lambda: self.session.post(
-                f"{self.base_url}/oauth/token",
-                data={"grant_type": "client_credentials"},
-                auth=(self._client_id, self._secret),
-                timeout=self.timeout,
-            ),
-            policy=self.policy,
-            describe="POST /oauth/token",
-        )
+        """Ask for a token (bounded retries on 429/5xx/drops); any refusal is a :class:`TokenError`."""
+        try:
+            response = send_with_retry(
+                lambda: self.session.post(
+                    f"{self.base_url}/oauth/token",
+                    data={"grant_type": "client_credentials"},
+                    auth=(self._client_id, self._secret),
+                    timeout=self.timeout,
+                ),
+                policy=self.policy,
+                describe="POST /oauth/token",
+            )
+        except ApiError as exc:
+            raise TokenError(self._redact(str(exc)), status=exc.status) from None
         if response.status_code != 200:
-            raise ApiError(
+            raise TokenError(
                 f"POST /oauth/token: {response.status_code} {self._redact(api_message(response))}",
                 status=response.status_code,
             )
         body = response.json()
-        self._token = body["access_token"]
-        self._expires_at = time.monotonic() + float(body.get("expires_in", 0))
+        self._shared.value = body["access_token"]
+        self._shared.expires_at = time.monotonic() + float(body.get("expires_in", 0))
         self.tokens_fetched += 1
 
     def token(self) -> str:
-        """The cached token, fetched again only when it is about to expire."""
-        with self._token_lock:
-            margin = min(TOKEN_MARGIN_SECONDS, (self._expires_at - time.monotonic()) / 2)
-            if self._token is None or time.monotonic() >= self._expires_at - max(margin, 0):
-                self._fetch_token()
-            return self._token  # type: ignore[return-value]
+        """The cached token, fetched again only when it is about to expire.
+
+        Once the token endpoint has refused this client, the refusal is raised again without a
+        request: asking once per record would only hammer an endpoint that keeps saying no.
+        """
+        shared = self._shared
+        with shared.lock:
+            if self._refused is not None:
+                raise TokenError(str(self._refused), status=self._refused.status)
+            margin = min(TOKEN_MARGIN_SECONDS, (shared.expires_at - time.monotonic()) / 2)
+            if shared.value is None or time.monotonic() >= shared.expires_at - max(margin, 0):
+                try:
+                    self._fetch_token()
+                except TokenError as exc:
+                    self._refused = exc
+                    raise
+            return shared.value  # type: ignore[return-value]
 
     def _invalidate(self, stale: str) -> None:
-        """On a 401: drop the token unless another thread has already replaced it."""
-        with self._token_lock:
-            if self._token == stale:
-                self._token = None
+        """On a 401: drop the token unless another thread or client has already replaced it."""
+        with self._shared.lock:
+            if self._shared.value == stale:
+                self._shared.value = None
 
     def _redact(self, text: str) -> str:
-        return redact_text(text, [self._secret, self._token or ""])
+        return redact_text(text, [self._secret, self._shared.value or ""])
 
     # -- requests ----------------------------------------------------------------------------------
     def request(

@@ -2,9 +2,11 @@
 
 ``ledger_edfi`` holds what the API has for each identity (content hash, resource id). A run folds
 any journal left by a killed run into it first, diffs the mart against it (POST new and changed,
-DELETE what left; a key change is both, POSTs first), sends with a few threads sharing one token,
-journals each completed request, and folds again at the end. The warehouse is only opened for the
-short plan and fold steps, so other LEAs' runs are not blocked while requests are in flight.
+DELETE what left; a key change is both, POSTs first, and the old record is only deleted once its
+replacement's POST succeeded), sends with a few threads sharing one token, journals each completed
+request, and folds again at the end. A token the API refuses stops the LEA's run at once. The
+warehouse is only opened for the short plan and fold steps, so other LEAs' runs are not blocked
+while requests are in flight.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 import duckdb
 
-from staff_pipeline.clients.edfi import EdFiAnswer, EdFiClient
+from staff_pipeline.clients.edfi import EdFiAnswer, EdFiClient, TokenError
 from staff_pipeline.http import ApiError
 from staff_pipeline.loads.edfi_mart import ASSIGNMENTS, CONTACTS
 from staff_pipeline.loads.journal import Journal
@@ -53,6 +55,11 @@ IDENTITY_QUERY = {
     ASSIGNMENTS: ("staffUniqueId", "educationOrganizationId", "staffClassificationDescriptor", "beginDate"),
     CONTACTS: ("staffUniqueId", "educationOrganizationId", "contactTitle"),
 }
+# What pairs a key change's new record with the old one: the same person at the same education
+# organisation (for an assignment the school, for a contact the edorg it is placed on).
+_PAIR = """json_extract_string(body, '$.staffReference.staffUniqueId') || '|'
+    || json_extract_string(body, '$.educationOrganizationReference.educationOrganizationId')"""
+WITHHELD_REASON = "DELETE not sent: the key change's new record failed to POST, so the old record stays"
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,9 @@ class PlanItem:
     content_hash: str | None
     body: str
     resource_id: str | None
+    # For a delete caused by a key change: the identity hashes of its replacements (same resource),
+    # whose POSTs must all succeed before the old record may go. Empty for a plain delete.
+    replaced_by: tuple[str, ...] = ()
 
 
 @dataclass
@@ -105,11 +115,24 @@ class LoadReport:
     updated: int = 0
     deleted: int = 0
     failed: dict[str, int] = field(default_factory=dict)  # "status message" -> count
+    withheld: dict[str, int] = field(default_factory=dict)  # reason -> deletes not sent
     held: str = ""
 
     @property
     def failed_total(self) -> int:
         return sum(self.failed.values())
+
+    @property
+    def withheld_total(self) -> int:
+        return sum(self.withheld.values())
+
+
+@dataclass
+class Sent:
+    """What :func:`send_plan` did: one journal entry per request, and the deletes it did not send."""
+
+    entries: list[dict[str, Any]]
+    withheld: list[PlanItem]
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -170,7 +193,12 @@ def fold_journal(con: duckdb.DuckDBPyConnection, journal: Journal, lea_id: int) 
 
 
 def make_plan(con: duckdb.DuckDBPyConnection, lea_id: int) -> Plan:
-    """Diff the LEA's mart against its ledger: creates and updates (POST) first, then deletes."""
+    """Diff the LEA's mart against its ledger: creates and updates (POST) first, then deletes.
+
+    A delete that has creates of the same resource for the same person and education organisation
+    is a key change: it carries their identity hashes (``replaced_by``) so that the old record is
+    only deleted once its replacement is in the API (DESIGN: POST the new record, then DELETE the old).
+    """
     ensure_tables(con)
     params = {"lea": int(lea_id)}
     rows = con.execute(
@@ -180,14 +208,24 @@ def make_plan(con: duckdb.DuckDBPyConnection, lea_id: int) -> Plan:
               UNION ALL
               SELECT '{CONTACTS}', identity_hash, content_hash, body
               FROM mart_edfi_contacts WHERE lea_id = $lea
-            ), ledger AS (SELECT * FROM ledger_edfi WHERE lea_id = $lea)
-            SELECT d.resource, CASE WHEN l.identity_hash IS NULL THEN 'create' ELSE 'update' END,
-                   d.identity_hash, d.content_hash, d.body, l.resource_id, 0 AS phase
-            FROM desired d LEFT JOIN ledger l USING (resource, identity_hash)
-            WHERE l.identity_hash IS NULL OR l.content_hash IS DISTINCT FROM d.content_hash
+            ), ledger AS (SELECT * FROM ledger_edfi WHERE lea_id = $lea),
+            changes AS (
+              SELECT d.resource, CASE WHEN l.identity_hash IS NULL THEN 'create' ELSE 'update' END AS action,
+                     d.identity_hash, d.content_hash, d.body, l.resource_id
+              FROM desired d LEFT JOIN ledger l USING (resource, identity_hash)
+              WHERE l.identity_hash IS NULL OR l.content_hash IS DISTINCT FROM d.content_hash
+            ), replacements AS (
+              SELECT resource, {_PAIR} AS pair, list(identity_hash ORDER BY identity_hash) AS hashes
+              FROM changes WHERE action = 'create' GROUP BY ALL
+            )
+            SELECT resource, action, identity_hash, content_hash, body, resource_id, []::VARCHAR[], 0 AS phase
+            FROM changes
             UNION ALL
-            SELECT l.resource, 'delete', l.identity_hash, NULL, l.body, l.resource_id, 1
-            FROM ledger l ANTI JOIN desired d USING (resource, identity_hash)
+            SELECT l.resource, 'delete', l.identity_hash, NULL, l.body, l.resource_id,
+                   coalesce(r.hashes, []::VARCHAR[]), 1
+            FROM (SELECT *, {_PAIR} AS pair
+                  FROM ledger l ANTI JOIN desired d USING (resource, identity_hash)) l
+            LEFT JOIN replacements r USING (resource, pair)
             ORDER BY resource = '{CONTACTS}', phase, identity_hash""",
         params,
     ).fetchall()
@@ -199,7 +237,7 @@ def make_plan(con: duckdb.DuckDBPyConnection, lea_id: int) -> Plan:
         ).fetchall()
     )
     in_ledger = con.execute("SELECT count(*) FROM ledger_edfi WHERE lea_id = $lea", params).fetchall()[0][0]
-    items = [PlanItem(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+    items = [PlanItem(r[0], r[1], r[2], r[3], r[4], r[5], tuple(r[6])) for r in rows]
     return Plan(int(lea_id), items, desired, int(in_ledger))
 
 
@@ -211,7 +249,10 @@ def _find_id(client: EdFiClient, item: PlanItem) -> str | None:
 
 
 def _send_one(client: EdFiClient, item: PlanItem, run_id: str) -> dict[str, Any]:
-    """One request, answered as a journal entry; a request that never got an answer is status 0."""
+    """One request, answered as a journal entry; a request that never got an answer is status 0.
+
+    A refused token is not one record's problem: it is raised, which stops the LEA's run.
+    """
     try:
         if item.action == "delete":
             resource_id = item.resource_id or _find_id(client, item)
@@ -220,6 +261,8 @@ def _send_one(client: EdFiClient, item: PlanItem, run_id: str) -> dict[str, Any]
         else:
             answer = client.upsert(item.resource, item.body)
             ok = answer.ok
+    except TokenError:
+        raise
     except ApiError as exc:
         answer, ok = EdFiAnswer(exc.status or 0, message=str(exc)), False
     return {
@@ -244,21 +287,42 @@ def send_plan(
     run_id: str,
     max_concurrency: int,
     on_entry: Callable[[dict[str, Any]], None] | None = None,
-) -> list[dict[str, Any]]:
+) -> Sent:
     """Send ``items`` (all POSTs before any DELETE), journaling each answer in the thread that got it.
 
     ``max_concurrency`` threads take the next item from a shared iterator (no futures, no queue:
     memory stays flat and the per-request overhead small). ``on_entry`` is called for each answer,
     one call at a time. When anything raises (``on_entry`` included), every thread stops after its
     request in flight and the first error is raised here, so an interrupted run stops within a few
-    requests; the journal holds every answer received.
+    requests; the journal holds every answer received. A key change's DELETE is only sent when all
+    its replacements' POSTs succeeded; the others are returned as withheld (nothing is sent for them).
     """
     items = list(items)
     entries: list[dict[str, Any]] = []
-    for phase in ([i for i in items if i.action != "delete"], [i for i in items if i.action == "delete"]):
-        if phase:
-            _send_phase(client, phase, journal, run_id, max_concurrency, entries, on_entry)
-    return entries
+    posts = [i for i in items if i.action != "delete"]
+    if posts:
+        _send_phase(client, posts, journal, run_id, max_concurrency, entries, on_entry)
+    deletes, withheld = _ready_deletes([i for i in items if i.action == "delete"], entries)
+    if deletes:
+        _send_phase(client, deletes, journal, run_id, max_concurrency, entries, on_entry)
+    return Sent(entries, withheld)
+
+
+def _ready_deletes(
+    deletes: list[PlanItem], entries: list[dict[str, Any]]
+) -> tuple[list[PlanItem], list[PlanItem]]:
+    """Split deletes into those to send and those whose replacement is not in the API.
+
+    Sending the DELETE of a key change whose new record was refused would leave the person with no
+    record at all; kept, the old record stays in the API and the ledger, and the next run tries again.
+    """
+    posted = {(e["resource"], e["identity_hash"]) for e in entries if e["ok"] and e["action"] != "delete"}
+    ready: list[PlanItem] = []
+    withheld: list[PlanItem] = []
+    for item in deletes:
+        done = all((item.resource, h) in posted for h in item.replaced_by)
+        (ready if done else withheld).append(item)
+    return ready, withheld
 
 
 def _send_phase(
@@ -283,7 +347,9 @@ def _send_phase(
     run_workers(iter(phase), handle, min(max_concurrency, len(phase)), "edfi")
 
 
-def summarise(lea_id: int, resource: str, plan: Plan, entries: list[dict[str, Any]]) -> LoadReport:
+def summarise(
+    lea_id: int, resource: str, plan: Plan, entries: list[dict[str, Any]], withheld: Iterable[PlanItem] = ()
+) -> LoadReport:
     report = LoadReport(lea_id, resource)
     report.planned = sum(i.resource == resource for i in plan.items)
     changed = sum(i.resource == resource and i.action != "delete" for i in plan.items)
@@ -300,6 +366,7 @@ def summarise(lea_id: int, resource: str, plan: Plan, entries: list[dict[str, An
         else:
             report.updated += 1
     report.failed = dict(failed)
+    report.withheld = dict(Counter(WITHHELD_REASON for _ in withheld))
     return report
 
 
@@ -339,7 +406,7 @@ def load_resource(
         )
         return report, plan
     try:
-        entries = send_plan(
+        sent = send_plan(
             client,
             (i for i in plan.items if i.resource == resource),
             journal,
@@ -351,4 +418,4 @@ def load_resource(
         if journal.path.exists():  # nothing sent, nothing to fold: spare the warehouse lock
             with connect() as con:
                 fold_journal(con, journal, lea_id)
-    return summarise(lea_id, resource, plan, entries), plan
+    return summarise(lea_id, resource, plan, sent.entries, sent.withheld), plan

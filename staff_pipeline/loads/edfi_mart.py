@@ -5,7 +5,9 @@ content hash (the body), so the load can diff against its ledger in SQL and a qu
 nothing. The JSON is made by DuckDB, not by Python per row, and the same SQL turns records read
 back from the API into bodies for reconcile (see :data:`ASSIGNMENT_BODY`, :data:`CONTACT_BODY`).
 
-Rules: Choice schools send nothing; people leaving are left out (so their records are deleted);
+Rules: Choice schools send nothing (neither their assignments nor the emails given at them); people
+the source asks to remove (``leaving_reason`` ``tobedeleted``) are left out, so their records are
+deleted, while people whose roles have all ended stay, their assignments sent with the ``endDate``;
 staff without a usable WISEid, classification or begin date are listed in ``mart_edfi_not_sent``
 with the reason. Contacts are one per email. Ed-Fi's contact identity is staff + education
 organisation + contactTitle (the email is not part of it), so a person's second email with the same
@@ -55,12 +57,17 @@ MART_DDL = {
     "detail VARCHAR",
 }
 
+# Who is sent: everyone in the source except those it asks to remove. A person whose last role
+# ended is still in the source; the ended assignments go out with their endDate (not a delete).
+_SENT_STAFF = "s.leaving_reason IS DISTINCT FROM 'tobedeleted'"
+CHOICE_REASON = "choice school: not sent to Ed-Fi"
+
 _CANDIDATES = f"""
 CREATE OR REPLACE TEMP TABLE _edfi_candidates AS
 SELECT a.person_id::VARCHAR AS person_id, nullif(trim(s.wiseid), '') AS wiseid, a.lea_id, a.school_id,
        a.staff_classification, a.contact_title, a.position_title, a.begin_date, a.end_date, a.fte,
        CASE
-         WHEN a.choice_school THEN 'choice school: not sent to Ed-Fi'
+         WHEN a.choice_school THEN '{CHOICE_REASON}'
          WHEN nullif(trim(s.wiseid), '') IS NULL THEN 'no WISEid'
          WHEN length(trim(s.wiseid)) > {EDFI_LIMITS["staffUniqueId"]} THEN 'WISEid longer than 32 characters'
          WHEN a.staff_classification IS NULL THEN 'role has no Ed-Fi staff classification'
@@ -71,8 +78,16 @@ SELECT a.person_id::VARCHAR AS person_id, nullif(trim(s.wiseid), '') AS wiseid, 
        END AS reason,
        a.school_key AS detail
 FROM staff_assignments a JOIN staff s ON s.person_id = a.person_id
-WHERE a.lea_id = $lea AND s.status = 'active'
+WHERE a.lea_id = $lea AND {_SENT_STAFF} AND NOT a.to_be_deleted  -- that school's answer asks for removal
 """
+
+# Schools known as Choice schools (a school id belongs to one LEA): WISEdata expects no contact
+# association from them, so an email given at one is not sent, not even placed on another edorg.
+_CHOICE_SCHOOLS = """
+CREATE OR REPLACE TEMP TABLE _edfi_choice_schools AS
+SELECT DISTINCT school_id FROM staff_assignments WHERE choice_school AND school_id IS NOT NULL
+"""
+_NOT_CHOICE = "(c.school_id IS NULL OR c.school_id NOT IN (SELECT school_id FROM _edfi_choice_schools))"
 
 _ASSIGNMENTS = f"""
 INSERT INTO mart_edfi_assignments
@@ -114,12 +129,12 @@ WITH titles AS (  -- the contact title of a person's first assignment at each sc
          any_value(staff_unique_id) AS staff_unique_id
   FROM titles GROUP BY person_id
 ), emails AS (
-  SELECT person_id::VARCHAR AS person_id, school_id, trim(value) AS email,
-         coalesce(is_primary, false) AS is_primary
-  FROM staff_contacts
-  WHERE lea_id = $lea AND kind = 'email' AND nullif(trim(value), '') IS NOT NULL
-  QUALIFY row_number() OVER (PARTITION BY person_id, lower(trim(value))
-                             ORDER BY is_primary DESC NULLS LAST, school_id NULLS LAST) = 1
+  SELECT c.person_id::VARCHAR AS person_id, c.school_id, trim(c.value) AS email,
+         coalesce(c.is_primary, false) AS is_primary
+  FROM staff_contacts c
+  WHERE c.lea_id = $lea AND c.kind = 'email' AND nullif(trim(c.value), '') IS NOT NULL AND {_NOT_CHOICE}
+  QUALIFY row_number() OVER (PARTITION BY c.person_id, lower(trim(c.value))
+                             ORDER BY c.is_primary DESC NULLS LAST, c.school_id NULLS LAST) = 1
 ), placed AS (
   SELECT e.person_id, e.email, e.is_primary, h.staff_unique_id,
          coalesce(t.school_id, h.school_id) AS school_id, coalesce(t.contact_title, h.title) AS contact_title
@@ -156,10 +171,15 @@ SELECT $lea, person_id, '{CONTACTS}',
 FROM _edfi_contact_placement
 WHERE identity_rank > 1 OR length(email) NOT BETWEEN 7 AND {EDFI_LIMITS["electronicMailAddress"]}
 UNION ALL
+SELECT DISTINCT $lea, c.person_id::VARCHAR, '{CONTACTS}', '{CHOICE_REASON}', trim(c.value)
+FROM staff_contacts c JOIN staff s ON s.person_id = c.person_id
+WHERE c.lea_id = $lea AND c.kind = 'email' AND nullif(trim(c.value), '') IS NOT NULL AND {_SENT_STAFF}
+  AND NOT {_NOT_CHOICE}
+UNION ALL
 SELECT DISTINCT $lea, c.person_id::VARCHAR, '{CONTACTS}',
        'no assignment sent in this LEA (contact prerequisite)', c.value
 FROM staff_contacts c JOIN staff s ON s.person_id = c.person_id
-WHERE c.lea_id = $lea AND c.kind = 'email' AND s.status = 'active'
+WHERE c.lea_id = $lea AND c.kind = 'email' AND {_SENT_STAFF} AND {_NOT_CHOICE}
   AND c.person_id::VARCHAR NOT IN (SELECT person_id FROM mart_edfi_assignments WHERE lea_id = $lea)
 """
 
@@ -178,6 +198,7 @@ def build_mart(con: duckdb.DuckDBPyConnection, lea_id: int) -> dict[str, int]:
         for table in MART_DDL:
             con.execute(f"DELETE FROM {table} WHERE lea_id = $lea", params)
         con.execute(_CANDIDATES, params)
+        con.execute(_CHOICE_SCHOOLS)
         con.execute(_ASSIGNMENTS)
         con.execute(_CONTACT_PLACEMENT, params)
         con.execute(_CONTACTS, params)

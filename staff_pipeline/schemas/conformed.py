@@ -105,6 +105,7 @@ staff_assignments = pa.DataFrameSchema(
         "fte": pa.Column("float64", nullable=True),
         "school_period": _text(),
         "active": pa.Column(bool),
+        "to_be_deleted": pa.Column(bool),
         "person_known": pa.Column(bool),
     },
     checks=[_person_known(), rules.ends_after_begins("begin_date", "end_date")],

@@ -178,7 +178,7 @@ stg_eduv_employee_roles = pa.DataFrameSchema(
         "organisation_role": _text(rules.one_of(ORGANISATION_ROLES), required=True),
         "begin_date": _date,
         "end_date": _opt_date,
-        **{c: _eduv_person_columns()[c] for c in ("email", "phone", "mobile")},
+        **{c: _eduv_person_columns()[c] for c in ("email", "phone", "mobile", "status")},
     },
     checks=[rules.ends_after_begins("begin_date", "end_date")],
     unique=["record_key", "school_key", "organisation_role", "begin_date"],

@@ -1,7 +1,10 @@
 """Stand-in of an Ed-Fi ODS/API 7.x as WISEdata runs it: the staff association resources, strictly.
 
 Validation is driven by the official OpenAPI description (``edfi_openapi.json``): required fields,
-types, lengths, date formats, and identity (``x-Ed-Fi-isIdentity`` fields plus the required
+types, lengths, ISO dates (``YYYY-MM-DD`` only), int32/int64 ranges, descriptors (the exact descriptor
+type, and only code values the server holds: :meth:`EdFiStandIn.add_descriptor_values`), references
+that must resolve (409 ``unresolved-reference``), records others refer to that cannot be deleted (409
+``dependent-item-exists``), and identity (``x-Ed-Fi-isIdentity`` fields plus the required
 references). WISEdata rules on top: per-LEA client keys that may only touch their own LEA's
 education organisations, staff records come from WISEid (provisioned with :meth:`add_staff`, not
 POSTed), and a contact association needs an assignment or employment association of that staff in
@@ -36,7 +39,18 @@ RESOURCES = (
     "staffEducationOrganizationAssignmentAssociations",
     "staffEducationOrganizationContactAssociations",
 )
-_DESCRIPTOR_URI = re.compile(r"^uri://[^/#]+/(?P<name>[A-Za-z]+Descriptor)#(?P<code>.+)$")
+_DESCRIPTOR_URI = re.compile(r"^(?P<namespace>uri://[^/#]+/(?P<name>[A-Za-z]+Descriptor))#(?P<code>.+)$")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_INT_RANGES = {"int32": 2**31, "int64": 2**63}
+# Descriptor properties whose name carries a role before the descriptor type.
+_ROLE_NAMED_DESCRIPTORS = {"stateOfIssueStateAbbreviationDescriptor": "StateAbbreviationDescriptor"}
+# Code values an ODS loaded with Ed-Fi's defaults holds, beyond StaffClassificationDescriptor (vocab).
+_DEFAULT_DESCRIPTORS = {
+    "uri://ed-fi.org/EmploymentStatusDescriptor": frozenset(
+        {"Contractual", "Other", "Probationary", "Substitute/temporary", "Tenured or permanent"}
+    ),
+}
+_EDORG_REFERENCE = "edFi_educationOrganizationReference"
 _MAX_LIMIT = 500
 _PREREQUISITES = (
     "staffEducationOrganizationAssignmentAssociations",
@@ -100,6 +114,7 @@ class EdFiStandIn(StandIn):
         self.clients: dict[str, tuple[str, frozenset[int] | None]] = {}
         self.edorg_lea: dict[int, int] = {}
         self.classifications = frozenset(vocab.staff_classifications())
+        self.descriptors: dict[str, frozenset[str]] = dict(_DEFAULT_DESCRIPTORS)
         self.resources = {
             name: _Resource(name, schema, self._identity_paths(schema))
             for name, schema in (
@@ -107,6 +122,8 @@ class EdFiStandIn(StandIn):
                 for name in RESOURCES
             )
         }
+        # resource -> [(reference property, target resource or None when this server holds none)]
+        self._references = {name: self._reference_props(r.schema) for name, r in self.resources.items()}
         # (staffUniqueId, LEA) -> number of assignment/employment associations: the contact prerequisite.
         self._staff_in_lea: Counter[tuple[str, int | None]] = Counter()
         self._lock = threading.RLock()
@@ -141,6 +158,11 @@ class EdFiStandIn(StandIn):
                     "lastSurname": staff_unique_id,
                 }
                 self._store(staffs, body)
+
+    def add_descriptor_values(self, namespace: str, codes: list[str]) -> None:
+        """Code values the server holds for a descriptor, e.g. ``uri://ed-fi.org/ContactTypeDescriptor``."""
+        with self._lock:
+            self.descriptors[namespace] = self.descriptors.get(namespace, frozenset()) | frozenset(codes)
 
     def seed_demo(self) -> list[str]:
         self.load_organisations()
@@ -182,6 +204,24 @@ class EdFiStandIn(StandIn):
                     (name, sub) for sub, p in target["properties"].items() if p.get("x-Ed-Fi-isIdentity")
                 ]
         return paths
+
+    def _reference_props(self, schema: dict[str, Any]) -> list[tuple[str, str | None]]:
+        """The body's reference properties and the resource each must resolve to.
+
+        The education organisation reference is checked against the known edorgs instead (``""``);
+        references to resources this server does not hold (credentials, persons) never resolve.
+        """
+        out: list[tuple[str, str | None]] = []
+        for name, prop in schema["properties"].items():
+            target = prop.get("$ref", "").rsplit("/", 1)[-1]
+            if not target.endswith("Reference"):
+                continue
+            resource = target.removeprefix("edFi_").removesuffix("Reference")
+            resource = "staffs" if resource == "staff" else f"{resource}s"
+            out.append(
+                (name, "" if target == _EDORG_REFERENCE else resource if resource in RESOURCES else None)
+            )
+        return out
 
     def _validate(self, schema: dict[str, Any], body: Any, path: str, errors: dict[str, list[str]]) -> None:
         schema = self._resolve(schema)
@@ -228,9 +268,7 @@ class EdFiStandIn(StandIn):
             if not isinstance(value, str):
                 fail.append(f"{name} must be a string.")
             elif prop.get("format") == "date":
-                try:
-                    date.fromisoformat(value)
-                except ValueError:
+                if not _is_iso_date(value):
                     fail.append(f"{name} must be a date (yyyy-mm-dd).")
             elif len(value) > prop.get("maxLength", 10**9) or len(value) < prop.get("minLength", 0):
                 fail.append(
@@ -242,8 +280,10 @@ class EdFiStandIn(StandIn):
         elif kind == "integer":
             if not isinstance(value, int) or isinstance(value, bool):
                 fail.append(f"{name} must be an integer.")
-            elif prop.get("format") == "int32" and not -(2**31) <= value < 2**31:
-                fail.append(f"{name} is out of range for int32.")
+            elif prop.get("format") in _INT_RANGES and not (
+                -_INT_RANGES[prop["format"]] <= value < _INT_RANGES[prop["format"]]
+            ):
+                fail.append(f"{name} is out of range for {prop['format']}.")
         elif kind == "number":
             if not isinstance(value, int | float) or isinstance(value, bool):
                 fail.append(f"{name} must be a number.")
@@ -255,14 +295,18 @@ class EdFiStandIn(StandIn):
             del errors[where]
 
     def _validate_descriptor(self, name: str, value: str, fail: list[str]) -> None:
+        """The URI must name exactly the property's descriptor type and a code value the server holds."""
         match = _DESCRIPTOR_URI.match(value)
-        expected = name[0].upper() + name[1:]
-        if not match or not expected.endswith(match["name"]):
+        expected = _ROLE_NAMED_DESCRIPTORS.get(name, name[0].upper() + name[1:])
+        if not match or match["name"] != expected:
             fail.append(f"{name} value '{value}' is not a valid {expected} URI.")
-        elif match["name"] == "StaffClassificationDescriptor" and (
-            not value.startswith(vocab.STAFF_CLASSIFICATION_NAMESPACE + "#")
-            or match["code"] not in self.classifications
-        ):
+            return
+        known = (
+            self.classifications
+            if match["namespace"] == vocab.STAFF_CLASSIFICATION_NAMESPACE
+            else self.descriptors.get(match["namespace"], frozenset())
+        )
+        if match["code"] not in known:
             fail.append(f"{name} value '{value}' does not exist.")
 
     # -- HTTP --------------------------------------------------------------------------------------
@@ -404,19 +448,43 @@ class EdFiStandIn(StandIn):
         return (None, _bad_request(errors)) if errors else (body, None)
 
     def _unresolved(self, resource: _Resource, body: dict[str, Any]) -> Response | None:
-        staff_id = _get(body, ("staffReference", "staffUniqueId"))
-        if (staff_id,) not in self.resources["staffs"].by_identity:
-            return self._conflict(f"The referenced 'Staff' resource ({staff_id}) does not exist.")
+        """409 for a reference that does not resolve, or a contact without its prerequisite."""
+        for prop, target in self._references[resource.name]:
+            ref = body.get(prop)
+            if ref is None or target == "":
+                continue
+            if (
+                target is None
+                or self._key_of(self.resources[target], ref) not in self.resources[target].by_identity
+            ):
+                values = ", ".join(str(v) for k, v in ref.items() if k != "link")
+                label = prop[0].upper() + prop[1:].removesuffix("Reference")
+                return self._conflict(f"The referenced '{label}' resource ({values}) does not exist.")
         if resource.name == "staffEducationOrganizationContactAssociations":
-            lea = self.edorg_lea.get(
-                _get(body, ("educationOrganizationReference", "educationOrganizationId"))
-            )
+            staff_id, lea = self._staff_lea(body)
             if self._staff_in_lea[(staff_id, lea)] > 0:
                 return None
             return self._conflict(
                 f"The staff ({staff_id}) has no assignment or employment association "
                 f"in LEA {lea}: post that prerequisite first."
             )
+        return None
+
+    @staticmethod
+    def _key_of(target: _Resource, ref: dict[str, Any]) -> tuple:
+        """A reference's values in the target's identity order (references flatten the identity)."""
+        return tuple(ref.get(path[-1]) for path in target.identity)
+
+    def _referenced(self, resource: _Resource, record: dict[str, Any]) -> str | None:
+        """The name of a resource holding a record that refers to ``record``, if any."""
+        key = resource.key(record)
+        for name, props in self._references.items():
+            for prop, target in props:
+                if target == resource.name and any(
+                    isinstance(other.get(prop), dict) and self._key_of(resource, other[prop]) == key
+                    for other in self.resources[name].records.values()
+                ):
+                    return name
         return None
 
     def _staff_lea(self, body: dict[str, Any]) -> tuple[str, int | None]:
@@ -498,6 +566,9 @@ class EdFiStandIn(StandIn):
                 f"Identifying values for the {resource.name} resource cannot be changed. "
                 "Delete and recreate the resource item instead.",
             )
+        error = self._unresolved(resource, body)
+        if error:
+            return error
         stored = self._store(resource, body, record_id)
         return Response(204, b"", {"ETag": stored["_etag"]})
 
@@ -510,6 +581,15 @@ class EdFiStandIn(StandIn):
         )
         if error:
             return error
+        referrer = self._referenced(resource, current)
+        if referrer:
+            return problem(
+                409,
+                "urn:ed-fi:api:data-conflict:dependent-item-exists",
+                "Dependent Item Exists",
+                f"The requested action cannot be performed because this item is referenced by an existing "
+                f"'{referrer}' item.",
+            )
         del resource.records[record_id]
         if resource.name in _PREREQUISITES:
             self._staff_in_lea[self._staff_lea(current)] -= 1
@@ -545,6 +625,17 @@ class EdFiStandIn(StandIn):
         matches = [rec for rec in resource.records.values() if visible(rec) and _matches(rec, filters)]
         headers = {"Total-Count": str(len(matches))} if request.arg("totalCount") == "true" else {}
         return Response.json(200, matches[offset : offset + limit], headers)
+
+
+def _is_iso_date(value: str) -> bool:
+    """``YYYY-MM-DD`` and a real day; Python's ``fromisoformat`` alone also takes ``20250819``."""
+    if not _ISO_DATE.match(value):
+        return False
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _matches(rec: dict[str, Any], filters: dict[str, str]) -> bool:

@@ -25,6 +25,12 @@ _PREF = {"eduv": 1, "sis": 2, "sis_alt": 3}  # one digit each: build_contacts so
 # file name adds nothing): an integer key is far cheaper to aggregate by than (lea, file, line).
 _SIS_ORDER = "(s.lea_id * 10000000000 + s.line_number)"
 _SIS_LATER = 10**18  # added to the order of rows with no primary email, so rows with one win
+# An assignment is active from its begin date until its (exclusive) end date, unless the Edu-V answer
+# it came from asks for its removal (``tobedeleted``: then it is not sent, and not current).
+ACTIVE = (
+    "(NOT coalesce(to_be_deleted, false) AND begin_date <= $today "
+    "AND (end_date IS NULL OR $today < end_date))"
+)
 
 
 def _sources(eduv: str, sis: str) -> str:
@@ -67,7 +73,7 @@ def build_assignments(con: duckdb.DuckDBPyConnection, today: date) -> None:
                    r.organisation_role AS source_role, x.staff_classification, x.contact_title, x.linkit_role,
                    NULL::VARCHAR AS position_title,
                    r.begin_date::DATE AS begin_date, r.end_date::DATE AS end_date, NULL::DOUBLE AS fte,
-                   o.eduv_school_period_id AS school_period
+                   o.eduv_school_period_id AS school_period, r.status = 'tobedeleted' AS to_be_deleted
             FROM stg_eduv_employee_roles r JOIN person_map m ON m.rid = r.record_no
             JOIN cfg_organisations o USING (school_key)
             LEFT JOIN asi l ON l.record_no = r.record_no AND l.lea_id = o.lea_id
@@ -77,7 +83,7 @@ def build_assignments(con: duckdb.DuckDBPyConnection, today: date) -> None:
             SELECT m.label, m.person_id, o.lea_id, o.school_id, s.school_key, s.local_staff_id,
                    o.choice_school, o.linkit_district, o.linkit_school_id, 'sis', s.position_code,
                    x.staff_classification, x.contact_title, x.linkit_role, s.position_title,
-                   s.begin_date::DATE, s.end_date::DATE, s.fte, NULL
+                   s.begin_date::DATE, s.end_date::DATE, s.fte, NULL, false
             FROM stg_sis_staff_assignments s JOIN person_map m ON m.rid = s.record_no
             JOIN cfg_organisations o USING (school_key)
             LEFT JOIN role_map x ON x.source = 'sis' AND x.source_role = s.position_code
@@ -89,16 +95,16 @@ def build_assignments(con: duckdb.DuckDBPyConnection, today: date) -> None:
     # One row per identity: the first in (SIS first, open-ended or latest end, source role) order,
     # picked by a hash aggregate on the row numbers; a window would sort all the rows.
     con.execute(
-        """
+        f"""
         CREATE OR REPLACE TABLE staff_assignments__cand AS
         WITH kept AS (
-            SELECT arg_min(rowid, {'eduv': source <> 'sis', 'ends': end_date IS NOT NULL,
-                                   'later': date_diff('day', end_date, DATE '1970-01-01'),
-                                   'no_role': source_role IS NULL, 'role': source_role}) AS n
+            SELECT arg_min(rowid, {{'eduv': source <> 'sis', 'ends': end_date IS NOT NULL,
+                                    'later': date_diff('day', end_date, DATE '1970-01-01'),
+                                    'no_role': source_role IS NULL, 'role': source_role}}) AS n
             FROM assignment_rows
             GROUP BY label, school_id, staff_classification, begin_date  -- a person is one label
         )
-        SELECT * EXCLUDE (label), begin_date <= $today AND (end_date IS NULL OR $today < end_date) AS active
+        SELECT * EXCLUDE (label), {ACTIVE} AS active
         FROM assignment_rows SEMI JOIN kept ON kept.n = assignment_rows.rowid
         """,
         {"today": today},
@@ -132,11 +138,14 @@ def build_contacts(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE contact_values AS
-        WITH eduv AS (  -- each role's school with its answer's contacts; no role: the kept answer's school
+        WITH eduv AS (  -- each role's school with its answer's contacts; no role: the kept answer's
+                        -- school; an answer saying tobedeleted gives none
             SELECT record_no, school_key, email, phone, mobile FROM stg_eduv_employee_roles
+            WHERE status IS DISTINCT FROM 'tobedeleted'
             UNION ALL
             SELECT record_no, school_key, email, phone, mobile
             FROM stg_eduv_employees ANTI JOIN stg_eduv_employee_roles USING (record_no)
+            WHERE status IS DISTINCT FROM 'tobedeleted'
         ),
         raw AS (
             SELECT m.label, m.person_id, o.lea_id, o.school_id, unnest(['email', 'phone', 'mobile']) AS kind,
@@ -173,7 +182,8 @@ def build_contacts(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def build_staff(con: duckdb.DuckDBPyConnection, today: date) -> None:
-    """One row per person; ``leaving`` for ``tobedeleted`` or when every assignment has ended.
+    """One row per person; ``leaving`` for ``tobedeleted`` (every assignment is from an answer saying
+    so, or there are none and the kept answer says so) or when every assignment has ended.
 
     A person's names come from one record per source: their Edu-V record (identity never puts two
     in one person, and ``staff``'s unique person_id would refuse it), else the first SIS row in
@@ -201,17 +211,19 @@ def build_staff(con: duckdb.DuckDBPyConnection, today: date) -> None:
             FROM stg_sis_staff_assignments s JOIN person_map m ON m.rid = s.record_no GROUP BY m.label
         ),
         p AS (SELECT label, person_id, matched_by, {_sources("eduv", "sis")} AS sources FROM person_labels),
-        a AS (
-            SELECT person_id, bool_or(end_date IS NULL OR end_date > $today) AS has_current
+        a AS (  -- one school's tobedeleted is about its roles; the person goes when nothing else is left
+            SELECT person_id, bool_or(NOT to_be_deleted AND (end_date IS NULL OR end_date > $today))
+                       AS has_current, bool_and(to_be_deleted) AS all_tobedeleted
             FROM staff_assignments__cand GROUP BY person_id
         )
         SELECT p.person_id, s.wiseid, coalesce(e.r.local_code, s.r.local_code) AS local_code,
                coalesce(e.r.first_name, s.r.first_name) AS first_name, s.r.middle_name,
                e.r.family_name_prefix, coalesce(e.r.last_name, s.r.last_name) AS last_name,
                e.r.preferred_first_name, coalesce(e.r.email, s.email) AS primary_email,
-               CASE WHEN e.tobedeleted OR NOT a.has_current THEN 'leaving' ELSE 'active' END AS status,
-               CASE WHEN e.tobedeleted THEN 'tobedeleted' WHEN NOT a.has_current THEN 'all_roles_ended' END
-                   AS leaving_reason,
+               CASE WHEN coalesce(a.all_tobedeleted, e.tobedeleted) OR NOT a.has_current THEN 'leaving'
+                    ELSE 'active' END AS status,
+               CASE WHEN coalesce(a.all_tobedeleted, e.tobedeleted) THEN 'tobedeleted'
+                    WHEN NOT a.has_current THEN 'all_roles_ended' END AS leaving_reason,
                p.matched_by, p.sources
         FROM p LEFT JOIN e USING (label) LEFT JOIN s USING (label) LEFT JOIN a USING (person_id)
         """,
@@ -257,7 +269,8 @@ def _carry_failed(con: duckdb.DuckDBPyConnection, failed_leas: list[int], today:
     con.execute(
         f"""
         CREATE OR REPLACE TABLE staff_assignments__next AS
-        SELECT * EXCLUDE (active), begin_date <= $today AND (end_date IS NULL OR $today < end_date) AS active
+        SELECT * EXCLUDE (active, to_be_deleted), coalesce(to_be_deleted, false) AS to_be_deleted,
+               {ACTIVE} AS active  -- rows carried from before to_be_deleted existed have none
         FROM (SELECT * FROM staff_assignments__cand ANTI JOIN gate_failed USING (lea_id)
               {carried["staff_assignments"]})
         """,

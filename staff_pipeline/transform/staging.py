@@ -414,7 +414,7 @@ def build_staged(con: duckdb.DuckDBPyConnection) -> None:
         CREATE OR REPLACE TEMP TABLE eduv_accepted AS
         WITH accepted AS MATERIALIZED (
             SELECT c.element_id, c.school_key, c.lea_id, c.element_no, c.date_last_modified__v, c.record_key,
-                   {{'email': c.email, 'phone': c.phone, 'mobile': c.mobile}} AS contacts
+                   {{'email': c.email, 'phone': c.phone, 'mobile': c.mobile}} AS contacts, c.status
             FROM {_accepted("stg_eduv_employees")}
         ),
         records AS (
@@ -448,17 +448,18 @@ def build_staged(con: duckdb.DuckDBPyConnection) -> None:
         JOIN stg_eduv_employees__next p USING (record_no)
         """
     )
-    # A role carries the contact details of the answer it was taken from: a person listed by two
-    # LEAs' schools, with an email in each, keeps each LEA's email at that LEA's schools.
+    # A role carries the contact details and the status of the answer it was taken from: a person
+    # listed by two LEAs' schools, with an email in each, keeps each LEA's email at that LEA's schools,
+    # and one school's ``tobedeleted`` is about that school's roles.
     con.execute(
         f"""
         CREATE OR REPLACE TABLE stg_eduv_employee_roles__next AS
         SELECT p.record_key, r.* EXCLUDE (taken), r.taken.end_date AS end_date,
                r.taken.contacts.email AS email, r.taken.contacts.phone AS phone,
-               r.taken.contacts.mobile AS mobile
+               r.taken.contacts.mobile AS mobile, r.taken.status AS status
         FROM (
             SELECT a.record_no, c.school_key, c.organisation_role, c.begin_date__v AS begin_date,
-                   first({{'end_date': c.end_date__v, 'contacts': a.contacts}}
+                   first({{'end_date': c.end_date__v, 'contacts': a.contacts, 'status': a.status}}
                          ORDER BY {_element_order("a")}, c.role_no) AS taken
             FROM {_accepted("stg_eduv_employee_roles")} JOIN eduv_accepted a USING (element_id)
             GROUP BY a.record_no, c.school_key, c.organisation_role, c.begin_date__v

@@ -1,0 +1,150 @@
+"""What the load must never do to WISEdata: lose a record to a failed key change, send a Choice
+school's email, delete records it did not write, or delete the records of someone whose roles ended."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+from staff_pipeline import warehouse
+from staff_pipeline.clients.edfi import EdFiClient
+from staff_pipeline.loads.edfi import WITHHELD_REASON, load_resource
+from staff_pipeline.loads.edfi_mart import ASSIGNMENTS, CHOICE_REASON, CONTACTS, build_mart
+from staff_pipeline.loads.edfi_reconcile import reconcile
+from staff_pipeline.standins.edfi import EdFiStandIn
+from staff_pipeline.vocab import STAFF_CLASSIFICATION_NAMESPACE
+from tests.fixtures_edfi import (
+    LEA_A,
+    LEA_B,
+    SCHOOL_A1,
+    SCHOOL_A2,
+    SCHOOL_B1,
+    SCHOOL_B_CHOICE,
+    Conformed,
+    load_lea,
+)
+
+
+def _assignments(standin: EdFiStandIn) -> set[tuple]:
+    return {
+        (
+            r["educationOrganizationReference"]["educationOrganizationId"],
+            r["staffClassificationDescriptor"].split("#")[1],
+            r.get("endDate"),
+        )
+        for r in standin.records(ASSIGNMENTS)
+    }
+
+
+def _ledger_count(resource: str) -> int:
+    with warehouse.connect() as con:
+        return con.execute("SELECT count(*) FROM ledger_edfi WHERE resource = ?", [resource]).fetchall()[0][0]
+
+
+def test_key_change_whose_new_post_fails_keeps_the_old_record(edfi_standin, lea_a_client):
+    edfi_standin.add_staff(None, "W3")
+    world = Conformed().person("p3", "W3").assign("p3", LEA_A, SCHOOL_A1)
+    world.assign("p3", LEA_A, SCHOOL_A2, "Secondary Teacher").write()
+    load_lea(lea_a_client, LEA_A)
+
+    # A key change at A1 (new classification, which the server refuses) and a plain delete at A2.
+    edfi_standin.classifications = frozenset({"Elementary Teacher", "Secondary Teacher"})
+    Conformed().person("p3", "W3").assign("p3", LEA_A, SCHOOL_A1, "Kindergarten Teacher").write()
+    before = len(edfi_standin.writes())
+    report = load_lea(lea_a_client, LEA_A)[ASSIGNMENTS]
+    assert [(w.method, w.status) for w in edfi_standin.writes()[before:]] == [("POST", 400), ("DELETE", 204)]
+    assert _assignments(edfi_standin) == {(SCHOOL_A1, "Elementary Teacher", None)}  # the old one stays
+    assert (report.created, report.deleted, report.failed_total) == (0, 1, 1)
+    assert report.withheld == {WITHHELD_REASON: 1}
+    assert _ledger_count(ASSIGNMENTS) == 1  # still known, so the next run pairs it again
+
+    edfi_standin.classifications = frozenset({"Elementary Teacher", "Kindergarten Teacher"})
+    before = len(edfi_standin.writes())
+    report = load_lea(lea_a_client, LEA_A)[ASSIGNMENTS]
+    assert [w.method for w in edfi_standin.writes()[before:]] == ["POST", "DELETE"]
+    assert (report.created, report.deleted, report.withheld) == (1, 1, {})
+    assert _assignments(edfi_standin) == {(SCHOOL_A1, "Kindergarten Teacher", None)}
+
+
+def test_a_choice_schools_email_is_not_sent_anywhere_and_is_listed(edfi_standin):
+    edfi_standin.add_staff(None, "W6")
+    world = Conformed().person("p6", "W6")
+    world.assign("p6", LEA_B, SCHOOL_B1).email("p6", LEA_B, SCHOOL_B1, "p6@riverside.org")
+    world.assign("p6", LEA_B, SCHOOL_B_CHOICE, "Secondary Teacher", choice=True)
+    world.email("p6", LEA_B, SCHOOL_B_CHOICE, "p6@choice-academy.org", primary=False)
+    world.write()
+    client = EdFiClient(edfi_standin.url, f"lea-{LEA_B}", "secret-b")
+    load_lea(client, LEA_B)
+    client.close()
+    assert [
+        (r["educationOrganizationReference"]["educationOrganizationId"], r["electronicMailAddress"])
+        for r in edfi_standin.records(CONTACTS)
+    ] == [(SCHOOL_B1, "p6@riverside.org")]
+    with warehouse.connect() as con:
+        listed = con.execute(
+            "SELECT person_id, reason, detail FROM mart_edfi_not_sent WHERE resource = ?", [CONTACTS]
+        ).fetchall()
+    assert listed == [("p6", CHOICE_REASON, "p6@choice-academy.org")]
+
+
+def test_reconcile_leaves_records_nobody_here_knows_alone(edfi_standin):
+    for wiseid in ("W6", "W7"):
+        edfi_standin.add_staff(None, wiseid)
+    state = EdFiClient(edfi_standin.url, "state", "state-secret")
+    for wiseid, school in (("W6", SCHOOL_B_CHOICE), ("W7", SCHOOL_B1)):  # a Choice school's, another system's
+        body = {
+            "staffReference": {"staffUniqueId": wiseid},
+            "educationOrganizationReference": {"educationOrganizationId": school},
+            "staffClassificationDescriptor": f"{STAFF_CLASSIFICATION_NAMESPACE}#Secondary Teacher",
+            "beginDate": "2025-08-15",
+        }
+        assert state.upsert(ASSIGNMENTS, json.dumps(body)).status == 201
+    state.close()
+    world = Conformed().person("p6", "W6").assign("p6", LEA_B, SCHOOL_B1)
+    world.assign("p6", LEA_B, SCHOOL_B_CHOICE, "Secondary Teacher", choice=True).write()
+    client = EdFiClient(edfi_standin.url, f"lea-{LEA_B}", "secret-b")
+    with warehouse.connect() as con:
+        build_mart(con, LEA_B)
+    edorgs = [LEA_B, SCHOOL_B1, SCHOOL_B_CHOICE]  # even when a Choice school is asked for
+    found = reconcile(warehouse.connect, client, LEA_B, ASSIGNMENTS, edorgs, run_id="rec")
+    assert (found["in_api"], found["adopted"], found["not_ours"]) == (2, 0, 2)
+    report, plan = load_resource(
+        warehouse.connect, client, LEA_B, ASSIGNMENTS, run_id="r", max_concurrency=2, max_delete_share=1.0
+    )
+    client.close()
+    assert plan.counts() == {f"{ASSIGNMENTS}:create": 1} and report.deleted == 0
+    assert len(edfi_standin.records(ASSIGNMENTS)) == 3
+
+
+def test_reconcile_adopts_a_record_the_mart_wants_that_the_ledger_lost(edfi_standin, lea_a_client):
+    edfi_standin.add_staff(None, "W8")
+    Conformed().person("p8", "W8").assign("p8", LEA_A, SCHOOL_A1).write()
+    load_lea(lea_a_client, LEA_A)
+    with warehouse.connect() as con:
+        con.execute("DELETE FROM ledger_edfi")  # e.g. a journal lost with a crashed disk
+    found = reconcile(warehouse.connect, lea_a_client, LEA_A, ASSIGNMENTS, [LEA_A, SCHOOL_A1], run_id="r")
+    assert (found["adopted"], found["not_ours"]) == (1, 0)
+    assert load_lea(lea_a_client, LEA_A)[ASSIGNMENTS].sent == 0
+
+
+def test_a_person_whose_roles_all_ended_keeps_the_records_with_end_dates(edfi_standin, lea_a_client):
+    edfi_standin.add_staff(None, "1001")
+    world = Conformed().person("p1", "1001")
+    world.assign("p1", LEA_A, SCHOOL_A1, end=date(2026, 1, 31))
+    world.assign("p1", LEA_A, SCHOOL_A2, "Secondary Teacher").write()
+    load_lea(lea_a_client, LEA_A)
+
+    world = Conformed().person("p1", "1001", "leaving", "all_roles_ended")
+    world.assign("p1", LEA_A, SCHOOL_A1, end=date(2026, 1, 31))
+    world.assign("p1", LEA_A, SCHOOL_A2, "Secondary Teacher", end=date(2026, 6, 30)).write()
+    report = load_lea(lea_a_client, LEA_A)[ASSIGNMENTS]
+    assert (report.deleted, report.updated) == (0, 1)
+    assert _assignments(edfi_standin) == {
+        (SCHOOL_A1, "Elementary Teacher", "2026-01-31"),
+        (SCHOOL_A2, "Secondary Teacher", "2026-06-30"),
+    }
+
+    world = Conformed().person("p1", "1001", "leaving", "tobedeleted")  # the source asks for removal
+    world.assign("p1", LEA_A, SCHOOL_A1, end=date(2026, 1, 31)).write()
+    assert load_lea(lea_a_client, LEA_A)[ASSIGNMENTS].deleted == 2
+    assert edfi_standin.records(ASSIGNMENTS) == []
