@@ -6,6 +6,7 @@ tests do not depend on the conformed stage being built.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -17,9 +18,10 @@ from staff_pipeline import warehouse
 from staff_pipeline.clients.edfi import EdFiClient, forget_tokens
 from staff_pipeline.http import RetryPolicy
 from staff_pipeline.loads.edfi import RESOURCES, LoadReport, load_resource
-from staff_pipeline.loads.edfi_mart import build_mart
+from staff_pipeline.loads.edfi_mart import ASSIGNMENTS, build_mart
 from staff_pipeline.standins.common import Knobs
 from staff_pipeline.standins.edfi import EdFiStandIn
+from staff_pipeline.vocab import STAFF_CLASSIFICATION_NAMESPACE
 
 LEA_A, LEA_B = 100001, 100002
 SCHOOL_A1, SCHOOL_A2 = 1000010001, 1000010002
@@ -220,3 +222,19 @@ def one_school_world(standin: EdFiStandIn, people: int, prefix: str) -> None:
         world.person(f"{prefix}{i}", f"{prefix.upper()}{i:03d}").assign(f"{prefix}{i}", LEA_A, SCHOOL_A1)
         world.email(f"{prefix}{i}", LEA_A, SCHOOL_A1, f"{prefix}{i}@lea1.com")
     world.write()
+
+
+def post_as_another_system(url: str, records: list[tuple[str, int]]) -> None:
+    """Assignments that another system (the state's key) wrote: (WISEid, school) each."""
+    state = EdFiClient(url, "state", "state-secret")
+    try:
+        for wiseid, school in records:
+            body = {
+                "staffReference": {"staffUniqueId": wiseid},
+                "educationOrganizationReference": {"educationOrganizationId": school},
+                "staffClassificationDescriptor": f"{STAFF_CLASSIFICATION_NAMESPACE}#Secondary Teacher",
+                "beginDate": "2025-08-15",
+            }
+            assert state.upsert(ASSIGNMENTS, json.dumps(body)).status == 201
+    finally:
+        state.close()

@@ -8,10 +8,9 @@ may crash the run or let a school land without the attributes it asked for.
 from __future__ import annotations
 
 import json
-import threading
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -22,6 +21,7 @@ from staff_pipeline.clients.eduv import EduVClient
 from staff_pipeline.extract import eduv as extract
 from staff_pipeline.settings import paths
 from tests.fixtures_eduv import FAST
+from tests.local_server import serve
 
 TOKEN = "misbehaving-source-token-5c1e9a"
 RETRY_AFTER = {"NEG": "-1", "NAN": "nan", "INF": "inf", "HUGE": "1e400", "WORD": "soon"}
@@ -64,13 +64,8 @@ class _Source(BaseHTTPRequestHandler):
 @pytest.fixture
 def source() -> Iterator[str]:
     _Source.token_extra, _Source.asked = {}, Counter()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Source)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(_Source) as url:
+        yield url
 
 
 def _run(url: str, *org_ids: str) -> dict[str, extract.Landed]:

@@ -6,13 +6,14 @@ import socket
 import ssl
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import ClassVar
 from urllib.parse import quote, unquote
 
 import pytest
 
 from staff_pipeline.http import KeepAliveTransport, RetryPolicy, TransportError, send_with_retry
+from tests.local_server import serve
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -65,13 +66,8 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[str]:
     _Handler.peers = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(_Handler) as url:
+        yield url
 
 
 def test_reuses_one_connection_and_reads_length_chunked_and_close_framed_answers(server):

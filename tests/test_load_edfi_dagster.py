@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import json
-
 from dagster import DagsterInstance, materialize
 
 from assets.edfi import edfi_assignment_associations, edfi_contact_associations, edfi_mart
-from staff_pipeline.clients.edfi import EdFiClient, EdFiResource
+from staff_pipeline.clients.edfi import EdFiResource
 from staff_pipeline.loads.edfi_mart import ASSIGNMENTS
 from staff_pipeline.resources import WarehouseResource
-from staff_pipeline.vocab import STAFF_CLASSIFICATION_NAMESPACE
-from tests.fixtures_edfi import LEA_A, LEA_B, SCHOOL_A1, SCHOOL_B1, SCHOOL_B_CHOICE, Conformed
+from tests.fixtures_edfi import (
+    LEA_A,
+    LEA_B,
+    SCHOOL_A1,
+    SCHOOL_B1,
+    SCHOOL_B_CHOICE,
+    Conformed,
+    post_as_another_system,
+)
 
 ASSETS = [edfi_mart, edfi_assignment_associations, edfi_contact_associations]
 
@@ -89,16 +94,7 @@ def test_an_lea_with_nobody_in_the_not_sent_list_and_no_contacts_materialises(ed
 def test_reconcile_run_leaves_choice_school_and_other_systems_records_alone(edfi_env):
     for wiseid in ("D6", "D7"):
         edfi_env.add_staff(None, wiseid)
-    state = EdFiClient(edfi_env.url, "state", "state-secret")
-    for wiseid, school in (("D6", SCHOOL_B_CHOICE), ("D7", SCHOOL_B1)):
-        body = {
-            "staffReference": {"staffUniqueId": wiseid},
-            "educationOrganizationReference": {"educationOrganizationId": school},
-            "staffClassificationDescriptor": f"{STAFF_CLASSIFICATION_NAMESPACE}#Secondary Teacher",
-            "beginDate": "2025-08-15",
-        }
-        assert state.upsert(ASSIGNMENTS, json.dumps(body)).status == 201
-    state.close()
+    post_as_another_system(edfi_env.url, [("D6", SCHOOL_B_CHOICE), ("D7", SCHOOL_B1)])
     world = Conformed().person("d6", "D6").assign("d6", LEA_B, SCHOOL_B1)
     world.assign("d6", LEA_B, SCHOOL_B_CHOICE, "Secondary Teacher", choice=True).write()
     reconcile_all = {"ops": {a.key.path[-1]: {"config": {"reconcile": True}} for a in ASSETS[1:]}}

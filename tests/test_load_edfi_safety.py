@@ -3,7 +3,6 @@ school's email, delete records it did not write, or delete the records of someon
 
 from __future__ import annotations
 
-import json
 from datetime import date
 
 from staff_pipeline import warehouse
@@ -12,7 +11,6 @@ from staff_pipeline.loads.edfi import WITHHELD_REASON, load_resource
 from staff_pipeline.loads.edfi_mart import ASSIGNMENTS, CHOICE_REASON, CONTACTS, build_mart
 from staff_pipeline.loads.edfi_reconcile import reconcile
 from staff_pipeline.standins.edfi import EdFiStandIn
-from staff_pipeline.vocab import STAFF_CLASSIFICATION_NAMESPACE
 from tests.fixtures_edfi import (
     LEA_A,
     LEA_B,
@@ -22,6 +20,7 @@ from tests.fixtures_edfi import (
     SCHOOL_B_CHOICE,
     Conformed,
     load_lea,
+    post_as_another_system,
 )
 
 
@@ -90,16 +89,8 @@ def test_a_choice_schools_email_is_not_sent_anywhere_and_is_listed(edfi_standin)
 def test_reconcile_leaves_records_nobody_here_knows_alone(edfi_standin):
     for wiseid in ("W6", "W7"):
         edfi_standin.add_staff(None, wiseid)
-    state = EdFiClient(edfi_standin.url, "state", "state-secret")
-    for wiseid, school in (("W6", SCHOOL_B_CHOICE), ("W7", SCHOOL_B1)):  # a Choice school's, another system's
-        body = {
-            "staffReference": {"staffUniqueId": wiseid},
-            "educationOrganizationReference": {"educationOrganizationId": school},
-            "staffClassificationDescriptor": f"{STAFF_CLASSIFICATION_NAMESPACE}#Secondary Teacher",
-            "beginDate": "2025-08-15",
-        }
-        assert state.upsert(ASSIGNMENTS, json.dumps(body)).status == 201
-    state.close()
+    # A Choice school's record and another system's.
+    post_as_another_system(edfi_standin.url, [("W6", SCHOOL_B_CHOICE), ("W7", SCHOOL_B1)])
     world = Conformed().person("p6", "W6").assign("p6", LEA_B, SCHOOL_B1)
     world.assign("p6", LEA_B, SCHOOL_B_CHOICE, "Secondary Teacher", choice=True).write()
     client = EdFiClient(edfi_standin.url, f"lea-{LEA_B}", "secret-b")
