@@ -53,7 +53,7 @@ def _conformed(people: int) -> list[int]:
         con.register("schools", schools.assign(n=range(len(schools))))
         con.execute(
             f"""CREATE OR REPLACE TABLE staff AS SELECT 'p' || i AS person_id, printf('B%07d', i) AS wiseid,
-                   'active' AS status FROM range({people}) t(i)"""
+                   'active' AS status, NULL::VARCHAR AS leaving_reason FROM range({people}) t(i)"""
         )
         con.execute(
             f"""CREATE OR REPLACE TABLE staff_assignments AS
@@ -61,7 +61,7 @@ def _conformed(people: int) -> list[int]:
                    'school' AS school_key, false AS choice_school,
                    'Elementary Teacher' AS staff_classification,
                    'Teacher' AS contact_title, 'Teacher' AS position_title, DATE '2025-08-15' AS begin_date,
-                   NULL::DATE AS end_date, 1.0 AS fte, true AS active
+                   NULL::DATE AS end_date, 1.0 AS fte, false AS to_be_deleted, true AS active
             FROM range({people}) t(i) JOIN schools s ON s.n = i % {len(schools)}"""
         )
         con.execute(

@@ -57,14 +57,15 @@ def _conformed(people: int, districts: int, schools: int) -> None:
         con.execute(f"""
             CREATE OR REPLACE TABLE staff_assignments AS
             SELECT 'p' || i AS person_id, (i % {districts})::BIGINT AS lea_id, NULL::BIGINT AS school_id,
-                   NULL AS school_key, false AS choice_school, 'd' || (i % {districts}) AS linkit_district,
+                   NULL AS school_key, 'LC' || i AS local_code, false AS choice_school,
+                   'd' || (i % {districts}) AS linkit_district,
                    (1000 * (i % {districts} + 1) + (i // {districts}) % {schools} + k)::BIGINT
                        AS linkit_school_id,
                    'bench' AS source, 'TCH' AS source_role, NULL AS staff_classification,
                    NULL AS contact_title,
                    CASE WHEN k = 0 THEN 'TEACHER' ELSE 'SCHOOL ADMIN' END AS linkit_role,
                    NULL AS position_title, NULL::DATE AS begin_date, NULL::DATE AS end_date, 1.0 AS fte,
-                   NULL AS school_period, true AS active
+                   NULL AS school_period, false AS to_be_deleted, true AS active
             FROM range({people}) t(i), range(2) s(k)
             WHERE k = 0 OR (i % 10 = 0 AND (i // {districts}) % {schools} + 1 < {schools})""")
 
