@@ -30,11 +30,13 @@ from staff_pipeline.warehouse import preview
 
 
 class EdFiLoadConfig(Config):
-    """``dry_run``: show the plan, send nothing. ``confirm_deletes``: lift the delete-threshold hold.
-    ``reconcile``: read the LEA's records back from the API and repair the ledger before the diff."""
+    """``dry_run``: show the plan, send nothing. ``confirm_deletes`` / ``confirm_updates``: lift the
+    delete / update threshold's hold. ``reconcile``: read the LEA's records back from the API and
+    repair the ledger before the diff."""
 
     dry_run: bool = False
     confirm_deletes: bool = False
+    confirm_updates: bool = False
     reconcile: bool = False
 
 
@@ -113,8 +115,10 @@ def _load(
             run_id=context.run_id,
             max_concurrency=concurrency,
             max_delete_share=settings.max_delete_share,
+            max_update_share=settings.max_update_share,
             dry_run=config.dry_run,
             confirm_deletes=config.confirm_deletes,
+            confirm_updates=config.confirm_updates,
         )
     except TokenError as exc:  # the client has redacted the secret and token from the message
         raise Failure(

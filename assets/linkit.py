@@ -22,10 +22,12 @@ DONE = ("created", "updated", "reactivated", "deactivated", "adopted")
 
 
 class LinkItLoadConfig(Config):
-    """Run config: ``dry_run`` shows the plan without sending; ``confirm_deactivations`` lifts the hold."""
+    """Run config: ``dry_run`` shows the plan without sending; ``confirm_deactivations`` and
+    ``confirm_updates`` lift the deactivation and update holds."""
 
     dry_run: bool = False
     confirm_deactivations: bool = False
+    confirm_updates: bool = False
 
 
 @asset(
@@ -81,15 +83,18 @@ def linkit_staff_accounts(
     linkit: LinkItResource,
 ) -> MaterializeResult:
     district = context.partition_key
+    settings = load_settings().linkit
     client = linkit.client_for(district)
     try:
         report = load_district(
             district,
             client,
-            max_deactivate_share=load_settings().linkit.max_deactivate_share,
+            max_deactivate_share=settings.max_deactivate_share,
+            max_update_share=settings.max_update_share,
             run_id=context.run_id,
             dry_run=config.dry_run,
             confirm_deactivations=config.confirm_deactivations,
+            confirm_updates=config.confirm_updates,
             concurrency=linkit.concurrency,
             connect=warehouse.connect,
         )

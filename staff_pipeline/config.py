@@ -87,11 +87,13 @@ class GateSettings:
 class EdFiSettings:
     max_concurrency: int
     max_delete_share: float
+    max_update_share: float
 
 
 @dataclass(frozen=True)
 class LinkItSettings:
     max_deactivate_share: float
+    max_update_share: float
     username_rule: str
 
 
@@ -132,11 +134,13 @@ def load_settings(config_dir: Path | None = None) -> Settings:
             edfi=EdFiSettings(
                 max_concurrency=int(edfi["max_concurrency"]),
                 max_delete_share=_share(path, "edfi", "max_delete_share", edfi["max_delete_share"]),
+                max_update_share=_share(path, "edfi", "max_update_share", edfi["max_update_share"]),
             ),
             linkit=LinkItSettings(
                 max_deactivate_share=_share(
                     path, "linkit", "max_deactivate_share", linkit["max_deactivate_share"]
                 ),
+                max_update_share=_share(path, "linkit", "max_update_share", linkit["max_update_share"]),
                 username_rule=str(linkit["username_rule"]),
             ),
             schedule=ScheduleSettings(cron=str(schedule["cron"]), timezone=str(schedule["timezone"])),

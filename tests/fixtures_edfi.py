@@ -185,6 +185,8 @@ def load_lea(
     dry_run: bool = False,
     confirm_deletes: bool = False,
     max_delete_share: float = 1.0,
+    confirm_updates: bool = False,
+    max_update_share: float = 1.0,
     on_entry: Callable[[dict], None] | None = None,
 ) -> dict[str, LoadReport]:
     """Build the LEA's mart and load both resources in order, as the two assets do."""
@@ -199,8 +201,10 @@ def load_lea(
             run_id="test-run",
             max_concurrency=4,
             max_delete_share=max_delete_share,
+            max_update_share=max_update_share,
             dry_run=dry_run,
             confirm_deletes=confirm_deletes,
+            confirm_updates=confirm_updates,
             on_entry=on_entry,
         )[0]
         for resource in RESOURCES

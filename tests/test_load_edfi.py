@@ -227,6 +227,27 @@ def test_delete_threshold_holds_the_lea_until_confirmed(edfi_standin, lea_a_clie
     assert reports[ASSIGNMENTS].deleted == 3 and len(edfi_standin.records(ASSIGNMENTS)) == 1
 
 
+def test_update_threshold_holds_the_lea_until_confirmed(edfi_standin, lea_a_client):
+    """A broken export that rewrites every title changes each record in place: held like deletes."""
+    for i in range(4):
+        edfi_standin.add_staff(None, f"W4{i}")
+    world = Conformed()
+    for i in range(4):
+        world.person(f"u{i}", f"W4{i}").assign(f"u{i}", LEA_A, SCHOOL_A1)
+    world.write()
+    load_lea(lea_a_client, LEA_A)
+    world = Conformed()
+    for i in range(4):
+        world.person(f"u{i}", f"W4{i}").assign(f"u{i}", LEA_A, SCHOOL_A1, title="???")
+    world.write()
+    before = len(edfi_standin.writes())
+    reports = load_lea(lea_a_client, LEA_A, max_update_share=0.5)
+    assert "updates 4 of 4 records (100%), above max_update_share 50%" in reports[ASSIGNMENTS].held
+    assert len(edfi_standin.writes()) == before
+    reports = load_lea(lea_a_client, LEA_A, max_update_share=0.5, confirm_updates=True)
+    assert reports[ASSIGNMENTS].updated == 4
+
+
 def test_reconcile_repairs_a_ledger_that_disagrees_with_the_api(edfi_standin, lea_a_client):
     for w in ("W30", "W31"):
         edfi_standin.add_staff(None, w)

@@ -142,6 +142,22 @@ def test_deactivations_above_the_share_are_held_until_confirmed(linkit_standin) 
     assert sum(u["Status"] == "Inactive" for u in linkit_standin.users("lakeview")) == 3
 
 
+def test_updates_above_the_share_are_held_until_confirmed(linkit_standin) -> None:
+    """A broken export renaming everyone: the updates wait for a person, like deactivations."""
+    staff, assignments = _people(10)
+    write_conformed(staff, assignments)
+    mart_and_load(linkit_standin)
+    for row in staff[:6]:
+        row["first_name"] = "Broken"
+    write_conformed(staff, assignments)
+    held = mart_and_load(linkit_standin, max_update_share=0.5)
+    assert "6 of 10 active accounts would be updated" in held.held and "confirm_updates" in held.held
+    assert held.outcomes["held"] == 6 and held.outcomes["updated"] == 0
+    assert not any(u["FirstName"] == "Broken" for u in linkit_standin.users("lakeview"))
+    confirmed = mart_and_load(linkit_standin, max_update_share=0.5, confirm_updates=True)
+    assert confirmed.outcomes["updated"] == 6 and not confirmed.held
+
+
 def test_dry_run_shows_the_plan_and_sends_nothing(linkit_standin) -> None:
     staff, assignments = _people(4)
     write_conformed(staff, assignments)

@@ -92,6 +92,13 @@ class Plan:
     def delete_share(self) -> float:
         return self.deletes / self.in_ledger if self.in_ledger else 0.0
 
+    @property
+    def updates(self) -> int:
+        return sum(i.action == "update" for i in self.items)
+
+    def update_share(self) -> float:
+        return self.updates / self.in_ledger if self.in_ledger else 0.0
+
     def sample(self, per_kind: int = 5) -> list[dict[str, str]]:
         """A few planned requests per resource and action, for the dry-run report."""
         seen: Counter[tuple[str, str]] = Counter()
@@ -379,15 +386,17 @@ def load_resource(
     run_id: str,
     max_concurrency: int,
     max_delete_share: float,
+    max_update_share: float = 1.0,
     dry_run: bool = False,
     confirm_deletes: bool = False,
+    confirm_updates: bool = False,
     on_entry: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[LoadReport, Plan]:
     """Bring one resource of one LEA to the mart's state; returns the report and the whole LEA's plan.
 
-    The delete threshold looks at the whole LEA (both resources), so a broken source holds every
-    request of the LEA until someone confirms. Whatever happens while sending, the completed
-    requests are folded into the ledger before returning or raising.
+    The delete and update thresholds look at the whole LEA (both resources), so a broken source
+    holds every request of the LEA until someone confirms. Whatever happens while sending, the
+    completed requests are folded into the ledger before returning or raising.
     """
     journal = Journal(TARGET, str(lea_id))
     with connect() as con:
@@ -397,12 +406,22 @@ def load_resource(
         report = summarise(lea_id, resource, plan, [])
         report.held = "dry run: nothing sent"
         return report, plan
+    holds = []
     if plan.delete_share() > max_delete_share and not confirm_deletes:
+        holds.append(
+            f"deletes {plan.deletes} of {plan.in_ledger} records ({plan.delete_share():.0%}), above "
+            f"max_delete_share {max_delete_share:.0%} (confirm_deletes: true)"
+        )
+    if plan.update_share() > max_update_share and not confirm_updates:
+        holds.append(
+            f"updates {plan.updates} of {plan.in_ledger} records ({plan.update_share():.0%}), above "
+            f"max_update_share {max_update_share:.0%} (confirm_updates: true)"
+        )
+    if holds:
         report = summarise(lea_id, resource, plan, [])
         report.held = (
-            f"held: the plan deletes {plan.deletes} of {plan.in_ledger} records ({plan.delete_share():.0%}), "
-            f"above max_delete_share {max_delete_share:.0%}; nothing sent. Check the source, then run "
-            "again with confirm_deletes: true"
+            f"held: the plan {' and '.join(holds)}; nothing sent. Check the source, then run again "
+            "with the confirmation named"
         )
         return report, plan
     try:

@@ -391,8 +391,10 @@ def load_district(
     *,
     max_deactivate_share: float,
     run_id: str,
+    max_update_share: float = 1.0,
     dry_run: bool = False,
     confirm_deactivations: bool = False,
+    confirm_updates: bool = False,
     concurrency: int = 8,
     journal: Journal | None = None,
     connect: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]] = warehouse.connect,
@@ -409,15 +411,21 @@ def load_district(
         report.outcomes["kept"] = report.plan["keep"]
         plan = plan[plan["action"] != "keep"]
     report.preview = plan[["action", "local_code", "user_name", "role", "school_ids", "user_id"]].head(20)
-    deactivations = report.plan["deactivate"]
-    if deactivations and not confirm_deactivations and deactivations > max_deactivate_share * max(active, 1):
-        report.held = (
-            f"{deactivations} of {active} active accounts would be deactivated "
-            f"(more than {max_deactivate_share:.0%}): deactivations held until confirmed "
-            "(run config confirm_deactivations: true)"
-        )
-        report.outcomes["held"] = deactivations
-        plan = plan[plan["action"] != "deactivate"]
+    # Above its share of the active accounts, an action waits for a person; the rest still loads.
+    holds = []
+    for action, share, confirmed, word, flag in (
+        ("deactivate", max_deactivate_share, confirm_deactivations, "deactivated", "confirm_deactivations"),
+        ("update", max_update_share, confirm_updates, "updated", "confirm_updates"),
+    ):
+        n = report.plan[action]
+        if n and not confirmed and n > share * max(active, 1):
+            holds.append(
+                f"{n} of {active} active accounts would be {word} (more than {share:.0%}): held until "
+                f"confirmed (run config {flag}: true)"
+            )
+            report.outcomes["held"] += n
+            plan = plan[plan["action"] != action]
+    report.held = "; ".join(holds)
     if dry_run:
         return report
     sender = _Sender(client, journal, run_id)
