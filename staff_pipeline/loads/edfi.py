@@ -85,19 +85,12 @@ class Plan:
     def counts(self) -> dict[str, int]:
         return dict(Counter(f"{i.resource}:{i.action}" for i in self.items))
 
-    @property
-    def deletes(self) -> int:
-        return sum(i.action == "delete" for i in self.items)
+    def count(self, action: str) -> int:
+        return sum(i.action == action for i in self.items)
 
-    def delete_share(self) -> float:
-        return self.deletes / self.in_ledger if self.in_ledger else 0.0
-
-    @property
-    def updates(self) -> int:
-        return sum(i.action == "update" for i in self.items)
-
-    def update_share(self) -> float:
-        return self.updates / self.in_ledger if self.in_ledger else 0.0
+    def share(self, action: str) -> float:
+        """The planned ``action`` requests over the records the LEA has in the ledger."""
+        return self.count(action) / self.in_ledger if self.in_ledger else 0.0
 
     def sample(self, per_kind: int = 5) -> list[dict[str, str]]:
         """A few planned requests per resource and action, for the dry-run report."""
@@ -406,17 +399,15 @@ def load_resource(
         report = summarise(lea_id, resource, plan, [])
         report.held = "dry run: nothing sent"
         return report, plan
-    holds = []
-    if plan.delete_share() > max_delete_share and not confirm_deletes:
-        holds.append(
-            f"deletes {plan.deletes} of {plan.in_ledger} records ({plan.delete_share():.0%}), above "
-            f"max_delete_share {max_delete_share:.0%} (confirm_deletes: true)"
+    holds = [
+        f"{action}s {plan.count(action)} of {plan.in_ledger} records ({plan.share(action):.0%}), above "
+        f"max_{action}_share {limit:.0%} (confirm_{action}s: true)"
+        for action, limit, confirmed in (
+            ("delete", max_delete_share, confirm_deletes),
+            ("update", max_update_share, confirm_updates),
         )
-    if plan.update_share() > max_update_share and not confirm_updates:
-        holds.append(
-            f"updates {plan.updates} of {plan.in_ledger} records ({plan.update_share():.0%}), above "
-            f"max_update_share {max_update_share:.0%} (confirm_updates: true)"
-        )
+        if plan.share(action) > limit and not confirmed
+    ]
     if holds:
         report = summarise(lea_id, resource, plan, [])
         report.held = (

@@ -413,14 +413,14 @@ def load_district(
     report.preview = plan[["action", "local_code", "user_name", "role", "school_ids", "user_id"]].head(20)
     # Above its share of the active accounts, an action waits for a person; the rest still loads.
     holds = []
-    for action, share, confirmed, word, flag in (
-        ("deactivate", max_deactivate_share, confirm_deactivations, "deactivated", "confirm_deactivations"),
-        ("update", max_update_share, confirm_updates, "updated", "confirm_updates"),
+    for action, share, confirmed, flag in (
+        ("deactivate", max_deactivate_share, confirm_deactivations, "confirm_deactivations"),
+        ("update", max_update_share, confirm_updates, "confirm_updates"),
     ):
         n = report.plan[action]
         if n and not confirmed and n > share * max(active, 1):
             holds.append(
-                f"{n} of {active} active accounts would be {word} (more than {share:.0%}): held until "
+                f"{n} of {active} active accounts would be {action}d (more than {share:.0%}): held until "
                 f"confirmed (run config {flag}: true)"
             )
             report.outcomes["held"] += n

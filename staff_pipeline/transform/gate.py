@@ -132,12 +132,12 @@ def lea_gate(con: duckdb.DuckDBPyConnection, settings: GateSettings, run_id: str
     ``staff_before``/``disappeared`` are the LEA's; ``disappeared_share`` is the worse of the LEA's
     and its sources' shares, and ``reason`` names the source.
     """
-    before_rows = _people_by_source(con, "")
     return con.execute(
         f"""
         WITH counts AS (SELECT lea_id, rows, rejected FROM stg_lea_counts),
         after AS (SELECT DISTINCT lea_id, person_id, source FROM ({_people_by_source(con, "__cand")})),
-        before AS (SELECT DISTINCT lea_id, person_id FROM ({before_rows})),
+        before_by_source AS (SELECT DISTINCT lea_id, person_id, source FROM ({_people_by_source(con, "")})),
+        before AS (SELECT DISTINCT lea_id, person_id FROM before_by_source),
         gone AS (
             SELECT b.lea_id, count(*) AS n
             FROM before b ANTI JOIN (SELECT DISTINCT lea_id, person_id FROM after) a USING (lea_id, person_id)
@@ -150,8 +150,7 @@ def lea_gate(con: duckdb.DuckDBPyConnection, settings: GateSettings, run_id: str
                    arg_max(n_before, n_gone / n_before) AS n_before
             FROM (
                 SELECT b.lea_id, b.source, b.n AS n_before, greatest(b.n - coalesce(a.n, 0), 0) AS n_gone
-                FROM (SELECT lea_id, source, count(DISTINCT person_id) AS n
-                      FROM ({before_rows}) GROUP BY ALL) b
+                FROM (SELECT lea_id, source, count(*) AS n FROM before_by_source GROUP BY ALL) b
                 LEFT JOIN (SELECT lea_id, source, count(*) AS n FROM after GROUP BY ALL) a
                        USING (lea_id, source)
             ) GROUP BY lea_id

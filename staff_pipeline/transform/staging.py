@@ -77,10 +77,7 @@ def _rfc3339(expr: str) -> str:
 def _sis_date(expr: str) -> str:
     """ISO dates, or US ``M/D/YYYY`` as SIS exports write them; anything else (31/02, 8/15/24) stays NULL."""
     us = f"TRY_CAST(TRY_STRPTIME({expr}, '%m/%d/%Y') AS DATE)"
-    return (
-        f"CASE WHEN regexp_full_match({expr}, '{_ISO_DATE}') THEN TRY_CAST({expr} AS DATE) "
-        f"WHEN regexp_full_match({expr}, '{_US_DATE}') THEN {us} END"
-    )
+    return f"COALESCE({_iso_date(expr)}, CASE WHEN regexp_full_match({expr}, '{_US_DATE}') THEN {us} END)"
 
 
 def _known_roles(source: str) -> str:
