@@ -149,6 +149,7 @@ def _load(
             "failed_by_status_and_message": counts_table(report.failed, "status and message"),
             "withheld_deletes": report.withheld_total,
             "withheld_by_reason": counts_table(report.withheld, "reason"),
+            "replaced_in_place": report.replaced_in_place,
             "tokens_fetched": client.tokens_fetched,
         }
     )

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import date
 
+import pytest
+
 from staff_pipeline import warehouse
-from staff_pipeline.clients.edfi import EdFiClient
+from staff_pipeline.clients.edfi import EdFiClient, forget_tokens
 from staff_pipeline.loads.edfi_mart import ASSIGNMENTS, CONTACTS
 from staff_pipeline.loads.edfi_reconcile import reconcile
 from staff_pipeline.standins.edfi import EdFiStandIn
@@ -275,3 +278,74 @@ def test_reconcile_repairs_a_ledger_that_disagrees_with_the_api(edfi_standin, le
     report = load_lea(lea_a_client, LEA_A)[ASSIGNMENTS]
     assert (report.created, report.updated) == (1, 1)
     assert {a[4] for a in _assignments(edfi_standin)} == {"Teacher"}
+
+
+@pytest.fixture
+def case_insensitive_ods() -> Iterator[tuple[EdFiStandIn, EdFiClient]]:
+    """A stand-in matching identities as an ODS on SQL Server does, with LEA A's client."""
+    forget_tokens()
+    standin = EdFiStandIn(case_insensitive_identity=True)
+    standin.load_organisations()
+    standin.add_client(f"lea-{LEA_A}", "secret-a", LEA_A)
+    with standin:
+        client = EdFiClient(standin.url, f"lea-{LEA_A}", "secret-a")
+        yield standin, client
+        client.close()
+
+
+def test_a_key_change_in_case_only_on_a_case_insensitive_ods_keeps_the_record(case_insensitive_ods):
+    """SQL Server's default collation matches "Teacher" and "TEACHER": the new record's POST updates
+    the old one and answers with its id, so the old record's DELETE would remove the person's only
+    record. It is not sent, the ledger keeps one row under the new identity, and the next run (or a
+    run resumed after the POST) has nothing to send."""
+    standin, client = case_insensitive_ods
+    standin.add_staff(None, "W9")
+    world = Conformed().person("p9", "W9").assign("p9", LEA_A, SCHOOL_A1, contact_title="Teacher")
+    world.email("p9", LEA_A, SCHOOL_A1, "w9@lea1.com").write()
+    load_lea(client, LEA_A)
+    [before] = standin.records(CONTACTS)
+
+    world = Conformed().person("p9", "W9").assign("p9", LEA_A, SCHOOL_A1, contact_title="TEACHER")
+    world.email("p9", LEA_A, SCHOOL_A1, "w9@lea1.com").write()
+    sent = len(standin.writes())
+    reports = load_lea(client, LEA_A)
+    assert [r.method for r in standin.writes()[sent:]] == ["POST"]  # no DELETE of the same id
+    [after] = standin.records(CONTACTS)
+    assert after["id"] == before["id"] and after["contactTitle"] == "TEACHER"
+    report = reports[CONTACTS]
+    assert (report.updated, report.deleted, report.replaced_in_place) == (1, 0, 1)
+    with warehouse.connect() as con:
+        ledger = con.execute(
+            "SELECT resource_id, json_extract_string(body, '$.contactTitle') FROM ledger_edfi "
+            "WHERE resource = ?",
+            [CONTACTS],
+        ).fetchall()
+    assert ledger == [(before["id"], "TEACHER")]
+    sent = len(standin.writes())
+    assert load_lea(client, LEA_A)[CONTACTS].sent == 0
+    assert len(standin.writes()) == sent
+
+
+def test_a_ledger_holding_one_record_under_two_identities_does_not_delete_it(case_insensitive_ods):
+    """A run that stopped between the in-place POST and its delete leaves the ledger with the old and
+    the new identity on one id; the next run must not DELETE that id."""
+    standin, client = case_insensitive_ods
+    standin.add_staff(None, "W8")
+    world = Conformed().person("p8", "W8").assign("p8", LEA_A, SCHOOL_A1, contact_title="Teacher")
+    world.email("p8", LEA_A, SCHOOL_A1, "w8@lea1.com").write()
+    load_lea(client, LEA_A)
+    [record] = standin.records(CONTACTS)
+    with warehouse.connect() as con:  # the old identity as it was left, beside the new one
+        con.execute(
+            "INSERT INTO ledger_edfi SELECT lea_id, resource, 'old-identity', content_hash, resource_id, "
+            "replace(body, '\"Teacher\"', '\"teacher\"'), http_status, run_id, sent_at "
+            "FROM ledger_edfi WHERE resource = ?",
+            [CONTACTS],
+        )
+    sent = len(standin.writes())
+    report = load_lea(client, LEA_A)[CONTACTS]
+    assert len(standin.writes()) == sent and report.replaced_in_place == 1
+    assert [r["id"] for r in standin.records(CONTACTS)] == [record["id"]]
+    with warehouse.connect() as con:
+        ids = con.execute("SELECT identity_hash FROM ledger_edfi WHERE resource = ?", [CONTACTS]).fetchall()
+    assert ("old-identity",) not in ids and len(ids) == 1

@@ -60,6 +60,10 @@ IDENTITY_QUERY = {
 _PAIR = """json_extract_string(body, '$.staffReference.staffUniqueId') || '|'
     || json_extract_string(body, '$.educationOrganizationReference.educationOrganizationId')"""
 WITHHELD_REASON = "DELETE not sent: the key change's new record failed to POST, so the old record stays"
+# A key change the API made in place (see _ready_deletes): journaled, never sent; 0 = no request.
+SUPERSEDED_MESSAGE = (
+    "DELETE not sent: the new record's POST updated this same record (identity matched without case)"
+)
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,9 @@ class PlanItem:
     # For a delete caused by a key change: the identity hashes of its replacements (same resource),
     # whose POSTs must all succeed before the old record may go. Empty for a plain delete.
     replaced_by: tuple[str, ...] = ()
+    # For a delete: its record id is also the id of a record that stays (an earlier run's key change
+    # that the API made in place, see _ready_deletes), so there is nothing to send.
+    shares_kept_id: bool = False
 
 
 @dataclass
@@ -116,6 +123,7 @@ class LoadReport:
     deleted: int = 0
     failed: dict[str, int] = field(default_factory=dict)  # "status message" -> count
     withheld: dict[str, int] = field(default_factory=dict)  # reason -> deletes not sent
+    replaced_in_place: int = 0  # key changes the API took as updates of the old record
     held: str = ""
 
     @property
@@ -129,10 +137,12 @@ class LoadReport:
 
 @dataclass
 class Sent:
-    """What :func:`send_plan` did: one journal entry per request, and the deletes it did not send."""
+    """What :func:`send_plan` did: one journal entry per request, the deletes it did not send, and the
+    deletes it had no need to send (their record was updated in place)."""
 
     entries: list[dict[str, Any]]
     withheld: list[PlanItem]
+    superseded: list[PlanItem] = field(default_factory=list)
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -217,12 +227,18 @@ def make_plan(con: duckdb.DuckDBPyConnection, lea_id: int) -> Plan:
             ), replacements AS (
               SELECT resource, {_PAIR} AS pair, list(identity_hash ORDER BY identity_hash) AS hashes
               FROM changes WHERE action = 'create' GROUP BY ALL
+            ), kept_ids AS (  -- the ids of the records that stay
+              SELECT resource, resource_id FROM ledger SEMI JOIN desired USING (resource, identity_hash)
             )
-            SELECT resource, action, identity_hash, content_hash, body, resource_id, []::VARCHAR[], 0 AS phase
+            SELECT resource, action, identity_hash, content_hash, body, resource_id, []::VARCHAR[], false,
+                   0 AS phase
             FROM changes
             UNION ALL
             SELECT l.resource, 'delete', l.identity_hash, NULL, l.body, l.resource_id,
-                   coalesce(r.hashes, []::VARCHAR[]), 1
+                   coalesce(r.hashes, []::VARCHAR[]),
+                   coalesce((l.resource, l.resource_id) IN (SELECT (resource, resource_id) FROM kept_ids),
+                            false),
+                   1
             FROM (SELECT *, {_PAIR} AS pair
                   FROM ledger l ANTI JOIN desired d USING (resource, identity_hash)) l
             LEFT JOIN replacements r USING (resource, pair)
@@ -237,7 +253,7 @@ def make_plan(con: duckdb.DuckDBPyConnection, lea_id: int) -> Plan:
         ).fetchall()
     )
     in_ledger = con.execute("SELECT count(*) FROM ledger_edfi WHERE lea_id = $lea", params).fetchall()[0][0]
-    items = [PlanItem(r[0], r[1], r[2], r[3], r[4], r[5], tuple(r[6])) for r in rows]
+    items = [PlanItem(r[0], r[1], r[2], r[3], r[4], r[5], tuple(r[6]), bool(r[7])) for r in rows]
     return Plan(int(lea_id), items, desired, int(in_ledger))
 
 
@@ -302,27 +318,57 @@ def send_plan(
     posts = [i for i in items if i.action != "delete"]
     if posts:
         _send_phase(client, posts, journal, run_id, max_concurrency, entries, on_entry)
-    deletes, withheld = _ready_deletes([i for i in items if i.action == "delete"], entries)
+    deletes, superseded, withheld = _ready_deletes([i for i in items if i.action == "delete"], entries)
+    for item in superseded:
+        journal.append(_superseded_entry(item, run_id))
     if deletes:
         _send_phase(client, deletes, journal, run_id, max_concurrency, entries, on_entry)
-    return Sent(entries, withheld)
+    return Sent(entries, withheld, superseded)
 
 
 def _ready_deletes(
     deletes: list[PlanItem], entries: list[dict[str, Any]]
-) -> tuple[list[PlanItem], list[PlanItem]]:
-    """Split deletes into those to send and those whose replacement is not in the API.
+) -> tuple[list[PlanItem], list[PlanItem], list[PlanItem]]:
+    """Split deletes into those to send, those already done in place, and those whose replacement is
+    not in the API.
 
     Sending the DELETE of a key change whose new record was refused would leave the person with no
     record at all; kept, the old record stays in the API and the ledger, and the next run tries again.
+    An ODS that compares identities without regard to case (SQL Server's default collation) takes a
+    replacement differing only in case ("Teacher" to "TEACHER") as an update of the old record and
+    answers with its id: deleting that id would delete the replacement, so it is not sent.
     """
-    posted = {(e["resource"], e["identity_hash"]) for e in entries if e["ok"] and e["action"] != "delete"}
+    posts = [e for e in entries if e["ok"] and e["action"] != "delete"]
+    posted = {(e["resource"], e["identity_hash"]) for e in posts}
+    posted_ids = {(e["resource"], e["resource_id"]) for e in posts if e["resource_id"]}
     ready: list[PlanItem] = []
+    superseded: list[PlanItem] = []
     withheld: list[PlanItem] = []
     for item in deletes:
-        done = all((item.resource, h) in posted for h in item.replaced_by)
-        (ready if done else withheld).append(item)
-    return ready, withheld
+        if item.shares_kept_id or (item.replaced_by and (item.resource, item.resource_id) in posted_ids):
+            superseded.append(item)
+        elif all((item.resource, h) in posted for h in item.replaced_by):
+            ready.append(item)
+        else:
+            withheld.append(item)
+    return ready, superseded, withheld
+
+
+def _superseded_entry(item: PlanItem, run_id: str) -> dict[str, Any]:
+    """The journal entry of a delete its replacement's POST made in place: nothing was sent, and the
+    old identity leaves the ledger (the record lives on under the new one)."""
+    return {
+        "run_id": run_id,
+        "resource": item.resource,
+        "action": item.action,
+        "identity_hash": item.identity_hash,
+        "content_hash": item.content_hash,
+        "resource_id": item.resource_id,
+        "body": item.body,
+        "status": 0,
+        "ok": True,
+        "message": SUPERSEDED_MESSAGE,
+    }
 
 
 def _send_phase(
@@ -348,7 +394,12 @@ def _send_phase(
 
 
 def summarise(
-    lea_id: int, resource: str, plan: Plan, entries: list[dict[str, Any]], withheld: Iterable[PlanItem] = ()
+    lea_id: int,
+    resource: str,
+    plan: Plan,
+    entries: list[dict[str, Any]],
+    withheld: Iterable[PlanItem] = (),
+    superseded: Iterable[PlanItem] = (),
 ) -> LoadReport:
     report = LoadReport(lea_id, resource)
     report.planned = sum(i.resource == resource for i in plan.items)
@@ -367,6 +418,7 @@ def summarise(
             report.updated += 1
     report.failed = dict(failed)
     report.withheld = dict(Counter(WITHHELD_REASON for _ in withheld))
+    report.replaced_in_place = sum(1 for _ in superseded)
     return report
 
 
@@ -428,4 +480,4 @@ def load_resource(
         if journal.path.exists():  # nothing sent, nothing to fold: spare the warehouse lock
             with connect() as con:
                 fold_journal(con, journal, lea_id)
-    return summarise(lea_id, resource, plan, sent.entries, sent.withheld), plan
+    return summarise(lea_id, resource, plan, sent.entries, sent.withheld, sent.superseded), plan

@@ -21,6 +21,7 @@ import re
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -91,9 +92,14 @@ class _Resource:
     identity: list[tuple[str, ...]]
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     by_identity: dict[tuple, str] = field(default_factory=dict)
+    fold_case: bool = False
 
     def key(self, body: dict[str, Any]) -> tuple:
-        return tuple(_get(body, path) for path in self.identity)
+        return self.folded(_get(body, path) for path in self.identity)
+
+    def folded(self, values: Iterable[Any]) -> tuple:
+        """Identity values as this server compares them."""
+        return tuple(v.casefold() if self.fold_case and isinstance(v, str) else v for v in values)
 
 
 def _get(body: dict[str, Any], path: tuple[str, ...]) -> Any:
@@ -106,7 +112,16 @@ def _get(body: dict[str, Any], path: tuple[str, ...]) -> Any:
 class EdFiStandIn(StandIn):
     name = "edfi"
 
-    def __init__(self, knobs: Knobs | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        knobs: Knobs | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        case_insensitive_identity: bool = False,
+    ) -> None:
+        """``case_insensitive_identity``: match identities as an ODS on SQL Server does with its
+        default collation ("Teacher" and "TEACHER" name one record); on PostgreSQL they are two."""
         super().__init__(knobs, host, port)
         self.openapi = json.loads(OPENAPI_PATH.read_text(encoding="utf-8"))
         self._schemas = self.openapi["components"]["schemas"]
@@ -116,7 +131,7 @@ class EdFiStandIn(StandIn):
         self.classifications = frozenset(vocab.staff_classifications())
         self.descriptors: dict[str, frozenset[str]] = dict(_DEFAULT_DESCRIPTORS)
         self.resources = {
-            name: _Resource(name, schema, self._identity_paths(schema))
+            name: _Resource(name, schema, self._identity_paths(schema), fold_case=case_insensitive_identity)
             for name, schema in (
                 (name, self._schemas[f"edFi_{name[:-1] if name != 'staffs' else 'staff'}"])
                 for name in RESOURCES
@@ -151,7 +166,7 @@ class EdFiStandIn(StandIn):
         """What WISEid would hold: the staff record a vendor's associations refer to."""
         staffs = self.resources["staffs"]
         with self._lock:
-            if (staff_unique_id,) not in staffs.by_identity:
+            if staffs.folded([staff_unique_id]) not in staffs.by_identity:
                 body = {
                     "staffUniqueId": staff_unique_id,
                     "firstName": "WISEid",
@@ -473,7 +488,7 @@ class EdFiStandIn(StandIn):
     @staticmethod
     def _key_of(target: _Resource, ref: dict[str, Any]) -> tuple:
         """A reference's values in the target's identity order (references flatten the identity)."""
-        return tuple(ref.get(path[-1]) for path in target.identity)
+        return target.folded(ref.get(path[-1]) for path in target.identity)
 
     def _referenced(self, resource: _Resource, record: dict[str, Any]) -> str | None:
         """The name of a resource holding a record that refers to ``record``, if any."""
