@@ -103,18 +103,53 @@ class ScheduleSettings:
     timezone: str
 
 
+END_DATE_CONVENTIONS = ("exclusive", "last_day")
+
+
+@dataclass(frozen=True)
+class SisSettings:
+    """How each LEA's SIS writes an assignment's end date. SIS vendors differ: some write the first
+    day no longer in the assignment (exclusive, as Edu-V's ``endDate``), some the last day worked."""
+
+    end_date: str = "exclusive"
+    end_date_by_lea: tuple[tuple[int, str], ...] = ()
+
+
 @dataclass(frozen=True)
 class Settings:
     gate: GateSettings
     edfi: EdFiSettings
     linkit: LinkItSettings
     schedule: ScheduleSettings
+    sis: SisSettings = SisSettings()
 
 
 def _share(path: Path, section: str, key: str, value: object) -> float:
     if not isinstance(value, int | float) or not 0 <= value <= 1:
         raise ConfigError(f"{path}: [{section}] {key} must be a share between 0 and 1, got {value!r}")
     return float(value)
+
+
+def _sis_settings(path: Path, sis: dict) -> SisSettings:
+    """``[sis]``: optional (every SIS exclusive), its values checked here."""
+
+    def rule(key: str, value: object) -> str:
+        if value not in END_DATE_CONVENTIONS:
+            raise ConfigError(f"{path}: [sis] {key} must be exclusive or last_day, got {value!r}")
+        return str(value)
+
+    by_lea = sis.get("end_date_by_lea", {})
+    known = set(lea_ids(path.parent)) if by_lea else set()
+    if not isinstance(by_lea, dict) or not set(map(str, by_lea)) <= known:
+        raise ConfigError(
+            f"{path}: [sis.end_date_by_lea] keys must be configured LEA ids, got {list(by_lea)!r}"
+        )
+    return SisSettings(
+        end_date=rule("end_date", sis.get("end_date", "exclusive")),
+        end_date_by_lea=tuple(
+            (int(lea), rule(f"end_date_by_lea.{lea}", value)) for lea, value in sorted(by_lea.items())
+        ),
+    )
 
 
 def load_settings(config_dir: Path | None = None) -> Settings:
@@ -144,6 +179,7 @@ def load_settings(config_dir: Path | None = None) -> Settings:
                 username_rule=str(linkit["username_rule"]),
             ),
             schedule=ScheduleSettings(cron=str(schedule["cron"]), timezone=str(schedule["timezone"])),
+            sis=_sis_settings(path, raw.get("sis", {})),
         )
     except (KeyError, tomllib.TOMLDecodeError, FileNotFoundError) as exc:
         raise ConfigError(f"{path}: {type(exc).__name__}: {exc}") from None

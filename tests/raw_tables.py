@@ -16,7 +16,7 @@ from typing import Any
 
 import duckdb
 
-from staff_pipeline.config import load_settings
+from staff_pipeline.config import SisSettings, load_settings
 from staff_pipeline.extract import eduv, sis
 from staff_pipeline.extract.sis_columns import CANONICAL
 from staff_pipeline.transform.steps import conform, stage
@@ -130,11 +130,20 @@ class Raw:
 
 
 def run_both(
-    con: duckdb.DuckDBPyConnection, run_id: str = "run", today: date = date(2026, 1, 15), **gate: float
+    con: duckdb.DuckDBPyConnection,
+    run_id: str = "run",
+    today: date = date(2026, 1, 15),
+    sis_settings: SisSettings | None = None,
+    **gate: float,
 ):
-    """Stage and conform as the assets do; ``gate`` overrides ``[gate]`` thresholds."""
+    """Stage and conform as the assets do; ``gate`` overrides ``[gate]`` thresholds, ``sis_settings``
+    the ``[sis]`` section."""
     settings = load_settings()
-    settings = dataclasses.replace(settings, gate=dataclasses.replace(settings.gate, **gate))
+    settings = dataclasses.replace(
+        settings,
+        gate=dataclasses.replace(settings.gate, **gate),
+        sis=sis_settings or settings.sis,
+    )
     staged = stage(con, run_id, settings)
     assert staged.swapped, staged.failures
     return conform(con, run_id, settings, today=today)

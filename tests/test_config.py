@@ -105,3 +105,18 @@ def test_threshold_out_of_range_is_refused(config_dir: Path) -> None:
     path.write_text(path.read_text().replace("max_rejected_share = 0.05", "max_rejected_share = 5"))
     with pytest.raises(config.ConfigError, match=r"\[gate\] max_rejected_share"):
         config.load_settings(config_dir)
+
+
+def test_sis_end_date_conventions_are_read_and_checked(config_dir: Path) -> None:
+    path = config_dir / "pipeline.toml"
+    text = path.read_text()
+    path.write_text(text.replace('# "100003" = "last_day"', '"100003" = "last_day"'))
+    assert config.load_settings(config_dir).sis == config.SisSettings("exclusive", ((100003, "last_day"),))
+    path.write_text(text.replace('# "100003" = "last_day"', '"100009" = "last_day"'))
+    with pytest.raises(config.ConfigError, match=r"end_date_by_lea\] keys must be configured LEA ids"):
+        config.load_settings(config_dir)
+    path.write_text(text.replace('end_date = "exclusive"', 'end_date = "inclusive"'))
+    with pytest.raises(config.ConfigError, match=r"\[sis\] end_date must be exclusive or last_day"):
+        config.load_settings(config_dir)
+    path.write_text(text.split("[sis]")[0] + "[edfi]" + text.split("[edfi]", 1)[1])  # no [sis]: exclusive
+    assert config.load_settings(config_dir).sis == config.SisSettings()

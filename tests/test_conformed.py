@@ -8,6 +8,8 @@ from datetime import date
 import duckdb
 import pytest
 
+from staff_pipeline.config import SisSettings
+from staff_pipeline.loads.edfi_mart import build_mart
 from staff_pipeline.warehouse import connect
 from tests.raw_tables import (
     LAKEVIEW_ELEM,
@@ -312,3 +314,45 @@ def test_a_person_every_source_wants_removed_is_leaving_tobedeleted(con) -> None
     assert run_both(con).swapped
     assert con.execute("SELECT status, leaving_reason FROM staff").fetchall() == [("leaving", "tobedeleted")]
     assert con.execute("SELECT to_be_deleted, active FROM staff_assignments").fetchall() == [(True, False)]
+
+
+def test_an_sis_that_writes_the_last_day_worked_has_its_end_dates_read_so(con) -> None:
+    """Lakeview's SIS writes the last day worked, Riverside's the first day after (the default): both
+    become the model's exclusive end date, and Ed-Fi gets the last day back."""
+    raw = Raw(con)
+    raw.sis(
+        100001,
+        [
+            sis_row("T1", state_staff_id="1000000001", begin_date="2026-01-15", end_date="2026-01-15"),
+            sis_row("T2", state_staff_id="1000000002", end_date="2026-01-14"),
+        ],
+    )
+    raw.sis(
+        100002,
+        [
+            sis_row("R1", school="RSE", begin_date="2026-01-15", end_date="2026-01-15"),
+            sis_row("R2", school="RSE", end_date="2026-01-15"),
+        ],
+    )
+    sis = SisSettings(end_date_by_lea=((100001, "last_day"),))
+    assert run_both(con, today=TODAY, sis_settings=sis, max_rejected_share=1.0).swapped
+    staged = con.execute(
+        "SELECT local_staff_id, begin_date, end_date FROM stg_sis_staff_assignments ORDER BY 1"
+    ).fetchall()
+    assert staged == [
+        ("R2", date(2024, 8, 15), date(2026, 1, 15)),
+        ("T1", date(2026, 1, 15), date(2026, 1, 16)),  # a one-day assignment, today
+        ("T2", date(2024, 8, 15), date(2026, 1, 15)),
+    ]
+    rejected = con.execute(
+        "SELECT record_key, column_name, rule FROM rejected_rows WHERE source = 'sis'"
+    ).fetchall()
+    assert rejected == [("sis:100002:R1", "end_date", "date_order")]  # no day at all when exclusive
+    active = con.execute("SELECT local_code, active FROM staff_assignments ORDER BY 1").fetchall()
+    assert active == [("R2", False), ("T1", True), ("T2", False)]
+    with con.cursor() as cur:
+        build_mart(cur, 100001)
+    sent = con.execute(
+        "SELECT staff_unique_id, json_extract_string(body, '$.endDate') FROM mart_edfi_assignments ORDER BY 1"
+    ).fetchall()
+    assert sent == [("1000000001", "2026-01-15"), ("1000000002", "2026-01-14")]

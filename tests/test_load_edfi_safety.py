@@ -119,15 +119,16 @@ def test_reconcile_adopts_a_record_the_mart_wants_that_the_ledger_lost(edfi_stan
 
 
 def test_a_person_whose_roles_all_ended_keeps_the_records_with_end_dates(edfi_standin, lea_a_client):
+    """The model's end dates are exclusive (the day the role stops); Ed-Fi gets the last day in it."""
     edfi_standin.add_staff(None, "1001")
     world = Conformed().person("p1", "1001")
-    world.assign("p1", LEA_A, SCHOOL_A1, end=date(2026, 1, 31))
+    world.assign("p1", LEA_A, SCHOOL_A1, end=date(2026, 2, 1))
     world.assign("p1", LEA_A, SCHOOL_A2, "Secondary Teacher").write()
     load_lea(lea_a_client, LEA_A)
 
     world = Conformed().person("p1", "1001", "leaving", "all_roles_ended")
-    world.assign("p1", LEA_A, SCHOOL_A1, end=date(2026, 1, 31))
-    world.assign("p1", LEA_A, SCHOOL_A2, "Secondary Teacher", end=date(2026, 6, 30)).write()
+    world.assign("p1", LEA_A, SCHOOL_A1, end=date(2026, 2, 1))
+    world.assign("p1", LEA_A, SCHOOL_A2, "Secondary Teacher", end=date(2026, 7, 1)).write()
     report = load_lea(lea_a_client, LEA_A)[ASSIGNMENTS]
     assert (report.deleted, report.updated) == (0, 1)
     assert _assignments(edfi_standin) == {
@@ -136,6 +137,6 @@ def test_a_person_whose_roles_all_ended_keeps_the_records_with_end_dates(edfi_st
     }
 
     world = Conformed().person("p1", "1001", "leaving", "tobedeleted")  # the source asks for removal
-    world.assign("p1", LEA_A, SCHOOL_A1, end=date(2026, 1, 31)).write()
+    world.assign("p1", LEA_A, SCHOOL_A1, end=date(2026, 2, 1)).write()
     assert load_lea(lea_a_client, LEA_A)[ASSIGNMENTS].deleted == 2
     assert edfi_standin.records(ASSIGNMENTS) == []

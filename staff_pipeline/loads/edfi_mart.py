@@ -7,7 +7,8 @@ back from the API into bodies for reconcile (see :data:`ASSIGNMENT_BODY`, :data:
 
 Rules: Choice schools send nothing (neither their assignments nor the emails given at them); people
 the source asks to remove (``leaving_reason`` ``tobedeleted``) are left out, so their records are
-deleted, while people whose roles have all ended stay, their assignments sent with the ``endDate``;
+deleted, while people whose roles have all ended stay, their assignments sent with the ``endDate``
+(the last day in the role: the model's end dates are exclusive, Ed-Fi's is the termination date);
 staff without a usable WISEid, classification or begin date are listed in ``mart_edfi_not_sent``
 with the reason. Contacts are one per email. Ed-Fi's contact identity is staff + education
 organisation + contactTitle (the email is not part of it), so a person's second email with the same
@@ -89,12 +90,17 @@ SELECT DISTINCT school_id FROM staff_assignments WHERE choice_school AND school_
 """
 _NOT_CHOICE = "(c.school_id IS NULL OR c.school_id NOT IN (SELECT school_id FROM _edfi_choice_schools))"
 
+# The model's end dates are exclusive (Edu-V's ``endDate``: the day the role stops); Ed-Fi's ``endDate``
+# is the "end or termination date", the last day in the role. The gate keeps every end after its
+# begin, so the last day is never before the ``beginDate``.
+_LAST_DAY = "end_date - 1"
+
 _ASSIGNMENTS = f"""
 INSERT INTO mart_edfi_assignments
 WITH chosen AS (
   SELECT person_id, wiseid AS staff_unique_id, lea_id, school_id AS education_organization_id,
          '{STAFF_CLASSIFICATION_NAMESPACE}#' || staff_classification AS staff_classification_descriptor,
-         begin_date, end_date, position_title, fte AS full_time_equivalency, contact_title
+         begin_date, {_LAST_DAY} AS end_date, position_title, fte AS full_time_equivalency, contact_title
   FROM _edfi_candidates WHERE reason IS NULL
   QUALIFY row_number() OVER (
     PARTITION BY wiseid, school_id, staff_classification, begin_date

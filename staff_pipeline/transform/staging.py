@@ -20,7 +20,7 @@ from pathlib import Path
 
 import duckdb
 
-from staff_pipeline.config import load_organisations, load_role_crosswalk
+from staff_pipeline.config import Settings, SisSettings, load_organisations, load_role_crosswalk
 from staff_pipeline.extract.sis_columns import CANONICAL
 from staff_pipeline.vocab import ORGANISATION_ROLES
 from staff_pipeline.warehouse import table_exists
@@ -287,8 +287,19 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("DROP TABLE eduv_elements")
 
 
-def build_sis_candidates(con: duckdb.DuckDBPyConnection) -> None:
+def _sis_last_day(sis: SisSettings) -> str:
+    """SQL over ``s``: whether the row's LEA's SIS writes the last day worked as its end date."""
+    others = ", ".join(str(lea) for lea, rule in sis.end_date_by_lea if rule != sis.end_date)
+    differs = f"s.lea_id IN ({others})" if others else "false"
+    return differs if sis.end_date == "exclusive" else f"NOT ({differs})"
+
+
+def build_sis_candidates(con: duckdb.DuckDBPyConnection, sis: SisSettings) -> None:
     """One candidate per row of each LEA's latest landed export.
+
+    End dates are exclusive from here on, as Edu-V's: an SIS that writes the last day worked
+    (``[sis] end_date``) has its parsed end date moved one day on, so a one-day assignment (begin =
+    end) is valid there, and the Ed-Fi load sends that last day back.
 
     ``export_no`` orders the rows as (lea_id, file_name, line_number) without sorting them: the
     number of the row's file (``sis_files``; there are a few) shifted past any line number, plus the
@@ -320,7 +331,8 @@ def build_sis_candidates(con: duckdb.DuckDBPyConnection) -> None:
                s.* EXCLUDE (lea_id, email, alt_email),
                lower(s.email) AS email, lower(s.alt_email) AS alt_email,
                o.school_key,
-               {_sis_date("s.begin_date")} AS begin_date__v, {_sis_date("s.end_date")} AS end_date__v,
+               {_sis_date("s.begin_date")} AS begin_date__v,
+               {_sis_date("s.end_date")} + CASE WHEN {_sis_last_day(sis)} THEN 1 ELSE 0 END AS end_date__v,
                TRY_CAST(s.fte AS DOUBLE) AS fte__v,
                concat_ws('|', s.lea_id, s.local_staff_id, s.school_code, s.position_code,
                          {_sis_date("s.begin_date")}) AS natural_key,
@@ -334,11 +346,11 @@ def build_sis_candidates(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def build_candidates(con: duckdb.DuckDBPyConnection, min_employees: int) -> None:
+def build_candidates(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
     ensure_state(con)
-    select_eduv_requests(con, min_employees)
+    select_eduv_requests(con, settings.gate.min_employees_per_school)
     build_eduv_candidates(con)
-    build_sis_candidates(con)
+    build_sis_candidates(con, settings.sis)
 
 
 # What the gate reads besides a candidate row ``c``: its ``location`` text (and, for an id or a role,

@@ -37,7 +37,7 @@ def stage(
 ) -> StepResult:
     """Raw -> candidates -> row gate (``rejected_rows``) -> ``stg_*`` (swapped in if their schemas pass)."""
     staging.register_config(con, config_dir)
-    staging.build_candidates(con, settings.gate.min_employees_per_school)
+    staging.build_candidates(con, settings)
     row_gate = gate.run_row_gate(con, run_id)
     staging.build_staged(con)
     failures = {}
