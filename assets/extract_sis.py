@@ -1,5 +1,7 @@
 """Asset ``raw_sis_staff``: land the SIS export files waiting in ``inbox/<lea_id>/``."""
 
+from pathlib import Path
+
 from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
@@ -16,6 +18,11 @@ class SisInboxConfig(Config):
         default="",
         description="Land only this LEA's inbox folder (the file sensor sets it); empty = every LEA.",
     )
+    files: list[str] = Field(
+        default_factory=list,
+        description="Land only these files as the sensor saw them settled (name@mtime_ns:size); "
+        "empty = every file in the folder. A file written since is left for the next tick.",
+    )
 
 
 @asset(
@@ -31,18 +38,25 @@ def raw_sis_staff(
     context: AssetExecutionContext, config: SisInboxConfig, warehouse: WarehouseResource
 ) -> MaterializeResult:
     known = lea_ids()
-    if config.lea_id and config.lea_id not in known:
-        raise Failure(
-            f"lea_id {config.lea_id!r} is not configured (organisations.csv has {', '.join(known)})"
-        )
+    if config.lea_id and (Path(config.lea_id).name != config.lea_id or config.lea_id in (".", "..")):
+        raise Failure(f"lea_id {config.lea_id!r} is not an inbox folder name")
     with warehouse.connect() as con:
-        result = sis.land_inbox(con, paths(), context.run_id, known_leas=known, lea_id=config.lea_id or None)
+        # An unconfigured LEA's folder is landed too: its files fail, move to failed/ and are recorded.
+        result = sis.land_inbox(
+            con,
+            paths(),
+            context.run_id,
+            known_leas=known,
+            lea_id=config.lea_id or None,
+            files=config.files or None,
+        )
         sample = preview(con, sis.preview_sql(context.run_id))
     metadata = {
         "rows_landed": result.rows,
         "files_landed": result.count("landed"),
         "files_skipped": result.count("skipped"),
         "files_failed": result.count("failed"),
+        "files_left_for_later": len(result.waiting),
         "bytes": result.bytes,
         "files": MetadataValue.md(result.markdown()),
         "preview": markdown_table(sample, "(no rows)"),

@@ -4,15 +4,12 @@ import hashlib
 import json
 import time
 
-from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
+from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, sensor
 
 from assets.jobs import prepare_job
 from assets.run_sensors import LEA_TAG
-from staff_pipeline.extract.sis import new_inbox_files
+from staff_pipeline.extract.sis import SETTLE_SECONDS, new_inbox_files
 from staff_pipeline.settings import paths
-
-# A file younger than this may still be being copied in; it is picked up on a later tick.
-SETTLE_SECONDS = 10.0
 
 
 @sensor(
@@ -22,21 +19,23 @@ SETTLE_SECONDS = 10.0
     description="Watches data/inbox/<lea_id>/ for new SIS export files and requests a prepare run "
     "landing only that LEA's folder (one run per LEA per batch of new files).",
 )
-def sis_inbox_sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
+def sis_inbox_sensor(context: SensorEvaluationContext) -> SensorResult:
     seen = json.loads(context.cursor) if context.cursor else {}
     new, current = new_inbox_files(paths().inbox, seen, time.time(), SETTLE_SECONDS)
+    cursor = json.dumps(current, sort_keys=True)  # saved on a skip too: files that left are forgotten
     if not new:
-        return SkipReason(f"no new files in {paths().inbox}")
+        return SensorResult(skip_reason=f"no new files in {paths().inbox}", cursor=cursor)
     requests = [
         RunRequest(
-            # name + mtime + size: the same file triggers once, a changed file again
+            # the files as seen (name, mtime, size, ctime): the same file triggers once, a changed
+            # one again, and so does one moved back in (say from failed/, after a fix)
             run_key=f"sis-inbox:{lea}:" + hashlib.sha256("|".join(sorted(files)).encode()).hexdigest()[:16],
-            run_config={"ops": {"raw_sis_staff": {"config": {"lea_id": lea}}}},
+            run_config={"ops": {"raw_sis_staff": {"config": {"lea_id": lea, "files": sorted(files)}}}},
             tags={LEA_TAG: lea, "staff/sis_files": ", ".join(sorted(f.split("@")[0] for f in files))[:200]},
         )
         for lea, files in sorted(new.items())
     ]
-    return SensorResult(run_requests=requests, cursor=json.dumps(current, sort_keys=True))
+    return SensorResult(run_requests=requests, cursor=cursor)
 
 
 SENSORS: list = [sis_inbox_sensor]

@@ -17,7 +17,7 @@ from dagster import Failure, build_asset_context, materialize
 
 from assets.extract_sis import SisInboxConfig, raw_sis_staff
 from staff_pipeline.config import lea_ids
-from staff_pipeline.extract import sis
+from staff_pipeline.extract import sis, sis_scan
 from staff_pipeline.extract.sis_columns import ALIASES, REQUIRED, map_headers, normalise
 from staff_pipeline.generator import SIS_VARIANTS, generate
 from staff_pipeline.resources import WarehouseResource
@@ -175,8 +175,8 @@ UNREADABLE = {
         "x.csv",
         f"{HEADER}\n".encode() + "T1,,Zoë".encode("cp1252") + b",,B,,,,LVE,TCH,,2024-08-15,,,\n"
         + "T2,,Zoë".encode() + b",,B,,,,LVE,TCH,,2024-08-15,,,\n",
-        3,
-        "mixes encodings",
+        2,
+        "mixes encodings: byte 0xeb here is not UTF-8, yet the file holds UTF-8 characters on line 3",
     ),
     "undefined_byte": ("x.csv", f"{HEADER}\n".encode() + b"T1,,A\x81,,B,,,,LVE,TCH,,2024,,,\n", 2, "0x81"),
     "unterminated_quote": ("x.csv", f'{HEADER}\n{ROW_1}\nT2,,"Bo,,B,,,,,,,,,,\n{ROW_2}\n', 3, "unterminated"),
@@ -185,6 +185,18 @@ UNREADABLE = {
     "empty": ("x.csv", b"", 1, "no header: the file is empty"),
     "blank_first_line": ("x.csv", f"\n{HEADER}\n{ROW_1}\n", 1, "no header: line 1 is empty"),
     "data_instead_of_header": ("x.csv", f"{ROW_1}\n{ROW_2}\n", 1, "none of the fields on line 1"),
+    "nul_after_4k": (
+        "x.csv", f"{HEADER}\n" + f"{ROW_1}\n" * 60 + "T\x0099,,A,,B,,,,LVE,TCH,,2024,,,\n", 62, "a NUL byte",
+    ),
+    "cr_only_line_ends": ("x.csv", f"{HEADER}\r{ROW_1}\r", 1, "CR-only line ends"),
+    "lone_cr": ("x.csv", f"{HEADER}\n{ROW_1}\nT2,,A\rB,,B,,,,LVE,TCH,,2024-08-15,,,\n", 3, "carriage return"),
+    "header_quote": ("x.csv", f'"{HEADER}\n' + f"{ROW_1}\n" * 3000, 1, "broken header"),
+    "text_after_closing_quote": (
+        "x.csv",
+        f'{HEADER}\nT1,,"A\nB",,B,,,,LVE,TCH,,2024-08-15,,,\n\n"T2"x,,A,,B,,,,LVE,TCH,,2024-08-15,,,\n',
+        5,
+        "unreadable CSV: Value with unterminated quote found",
+    ),
     "missing_required": (
         "x.csv",
         "Staff ID,First Name,Last Name,Begin Date\nT1,A,B,2024-01-01\n",
@@ -262,7 +274,7 @@ def test_line_numbers_match_the_csv_module_across_chunk_borders(
     where: Paths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wh: Wh
 ) -> None:
     """Generated files (BOM, cp1252, quoted newlines, trailing blanks) scanned in 4 KiB chunks."""
-    monkeypatch.setattr(sis, "CHUNK", 4096)
+    monkeypatch.setattr(sis_scan, "CHUNK", 4096)
     generated = generate(where.data_dir, 400, seed=3, today=date(2026, 1, 15))
     expected = []
     for index, lea in enumerate(lea_ids()):
@@ -314,11 +326,80 @@ def test_asset_lands_the_configured_lea_and_fails_naming_the_bad_file(where: Pat
         assert check.execute("SELECT count(*) FROM raw_sis_staff").fetchone()[0] == 2
 
 
-def test_asset_refuses_an_unconfigured_lea() -> None:
-    with pytest.raises(Failure, match="lea_id '42' is not configured"):
+def test_asset_fails_the_files_of_an_unconfigured_lea_folder(where: Paths, drop: Drop) -> None:
+    """The sensor asks for every folder with new files: one not configured (yet) is failed and
+    recorded, not left in the inbox unseen."""
+    drop("42", "x.csv", f"{HEADER}\n{ROW_1}\n")
+    with pytest.raises(Failure, match=r"SIS export 42/x\.csv, file: folder '42' is not a configured LEA id"):
         raw_sis_staff(
             context=build_asset_context(), config=SisInboxConfig(lea_id="42"), warehouse=WarehouseResource()
         )
+    assert (where.failed / "42" / "x.csv").exists() and not (where.inbox / "42" / "x.csv").exists()
+    with connect() as check:
+        assert check.execute("SELECT file_name, status FROM raw_sis_files").fetchall() == [
+            ("x.csv", "failed")
+        ]
+    with pytest.raises(Failure, match="not an inbox folder name"):
+        raw_sis_staff(
+            context=build_asset_context(), config=SisInboxConfig(lea_id=".."), warehouse=WarehouseResource()
+        )
+
+
+def test_a_run_lands_only_the_files_the_sensor_saw_settled(where: Paths, drop: Drop, wh: Wh) -> None:
+    settled = drop("100001", "a.csv", f"{HEADER}\n{ROW_1}\n")
+    seen = [sis.file_version(settled)]
+    drop("100001", "b.csv", f"{HEADER}\n{ROW_1}\n{ROW_2}\n", age=0)  # still being copied in
+    result = sis.land_inbox(wh.con, where, "run", known_leas=LEAS, lea_id="100001", files=seen)
+    assert [(f.file_name, f.status) for f in result.files] == [("a.csv", "landed")]
+    assert result.waiting == ["100001/b.csv"] and (where.inbox / "100001" / "b.csv").exists()
+
+
+def test_a_file_named_like_a_glob_lands_its_own_rows(where: Paths, drop: Drop, wh: Wh) -> None:
+    drop("100001", "staff1.csv", f"{HEADER}\n{ROW_1}\n")
+    drop("100001", "staff[12].csv", f"{HEADER}\n{ROW_2}\n", age=30)
+    result = wh.land()
+    assert sorted((f.file_name, f.status, f.rows) for f in result.files) == [
+        ("staff1.csv", "landed", 1),
+        ("staff[12].csv", "landed", 1),
+    ]
+    assert sorted(wh.query("SELECT file_name, local_staff_id FROM raw_sis_staff")) == [
+        ("staff1.csv", "T1"),
+        ("staff[12].csv", "T2"),
+    ]
+
+
+def test_mixed_crlf_and_lf_line_ends_land_with_values_unchanged(where: Paths, drop: Drop, wh: Wh) -> None:
+    text = f'{HEADER}\r\n{ROW_1}\nT2,,Ann,,"A\r\nB",,,,LVE,TCH,,2024-08-15,,,\r\n\r\n'
+    drop("100001", "mixed.csv", text)
+    (outcome,) = wh.land().files
+    assert (outcome.status, outcome.rows) == ("landed", 2)
+    assert wh.staff("line_number, local_staff_id, last_name") == [
+        (2, "T1", "van der Berg-Özdemir"),
+        (3, "T2", "A\r\nB"),
+    ]
+    assert (where.archive / "100001" / "mixed.csv").read_bytes() == text.encode()
+
+
+def test_a_file_that_cannot_be_read_for_another_reason_fails_alone(
+    where: Paths, drop: Drop, monkeypatch: pytest.MonkeyPatch, wh: Wh
+) -> None:
+    """Whatever reading one file raises is that file's failure, not the landing's."""
+    real = sis.read_header
+
+    def broken(path: Path) -> tuple[list[str], str]:
+        if "bad" in str(path):
+            raise MemoryError("no room")
+        return real(path)
+
+    monkeypatch.setattr(sis, "read_header", broken)
+    drop("100001", "a-bad.csv", f"{HEADER}\n{ROW_1}\n")
+    drop("100002", "b-good.csv", f"{HEADER}\n{ROW_2}\n")
+    result = wh.land()
+    assert sorted((f.file_name, f.status) for f in result.files) == [
+        ("a-bad.csv", "failed"),
+        ("b-good.csv", "landed"),
+    ]
+    assert "could not be read: MemoryError: no room" in result.failures[0].message
 
 
 @pytest.mark.parametrize("page", ["docs/sis-exports.md", "README.md"])

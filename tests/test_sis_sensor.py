@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 
-from dagster import SensorResult, SkipReason, build_sensor_context
+from dagster import SensorResult, build_sensor_context
 
 from assets.jobs import prepare_job
 from assets.run_sensors import LEA_TAG
@@ -15,8 +16,12 @@ from staff_pipeline.settings import Paths
 from tests.fixtures_sis import HEADER, ROW_1, ROW_2, Drop
 
 
-def tick(cursor: str | None = None) -> SensorResult | SkipReason:
+def tick(cursor: str | None = None) -> SensorResult:
     return sis_inbox_sensor(build_sensor_context(cursor=cursor))
+
+
+def skipped(result: SensorResult) -> bool:
+    return not result.run_requests and result.skip_reason is not None
 
 
 def test_new_files_request_one_run_per_lea_selecting_that_lea(drop: Drop) -> None:
@@ -29,7 +34,12 @@ def test_new_files_request_one_run_per_lea_selecting_that_lea(drop: Drop) -> Non
     by_lea = {r.tags[LEA_TAG]: r for r in result.run_requests}
     assert set(by_lea) == {"100001", "100002"}
     for lea, request in by_lea.items():
-        assert request.run_config == {"ops": {"raw_sis_staff": {"config": {"lea_id": lea}}}}
+        config = request.run_config["ops"]["raw_sis_staff"]["config"]
+        assert config["lea_id"] == lea
+        assert [f.split("@")[0] for f in config["files"]] == {
+            "100001": ["a.csv", "b.csv"],
+            "100002": ["c.csv"],
+        }[lea]
         assert request.run_key.startswith(f"sis-inbox:{lea}:")
     assert by_lea["100001"].tags["staff/sis_files"] == "a.csv, b.csv"
     assert sis_inbox_sensor.job_name == prepare_job.name == "prepare_staff_job"
@@ -39,7 +49,7 @@ def test_a_file_triggers_once_and_again_only_when_it_changes(drop: Drop) -> None
     drop("100001", "a.csv", f"{HEADER}\n{ROW_1}\n")
     first = tick()
     again = tick(first.cursor)
-    assert isinstance(again, SkipReason)
+    assert skipped(again)
     drop("100001", "a.csv", f"{HEADER}\n{ROW_1}\n{ROW_2}\n", age=30)  # re-exported: new size and mtime
     changed = tick(first.cursor)
     assert [r.tags[LEA_TAG] for r in changed.run_requests] == ["100001"]
@@ -50,7 +60,7 @@ def test_a_file_triggers_once_and_again_only_when_it_changes(drop: Drop) -> None
 
 def test_a_file_still_being_written_waits_for_a_later_tick(drop: Drop) -> None:
     path = drop("100001", "a.csv", f"{HEADER}\n{ROW_1}\n", age=0)
-    assert isinstance(tick(), SkipReason)
+    assert skipped(tick())
     stamp = time.time() - 60
     os.utime(path, (stamp, stamp))
     assert [r.tags[LEA_TAG] for r in tick().run_requests] == ["100001"]
@@ -65,7 +75,23 @@ def test_cursor_forgets_files_that_left_the_inbox(where: Paths, drop: Drop) -> N
 
 
 def test_missing_inbox_is_a_skip_not_an_error() -> None:
-    assert isinstance(tick(), SkipReason)
+    assert skipped(tick())
+
+
+def test_a_file_moved_out_and_back_unchanged_triggers_again(where: Paths, drop: Drop) -> None:
+    """Say it failed (organisations.csv lacked its LEA), the config was fixed and the operator moved
+    it back from failed/ with ``mv``, which keeps its mtime and size."""
+    path = drop("100001", "a.csv", f"{HEADER}\n{ROW_1}\n")
+    first = tick()
+    kept = where.failed / "100001" / "a.csv"
+    kept.parent.mkdir(parents=True)
+    shutil.move(path, kept)
+    empty = tick(first.cursor)
+    assert skipped(empty) and empty.cursor == "{}"  # the cursor forgets what left, on a skip too
+    shutil.move(kept, path)
+    again = tick(empty.cursor)
+    assert [r.tags[LEA_TAG] for r in again.run_requests] == ["100001"]
+    assert again.run_requests[0].run_key != first.run_requests[0].run_key  # not taken for the first run
 
 
 def test_sensor_is_registered_in_the_definitions() -> None:

@@ -2,41 +2,50 @@
 
 A file is landed exactly as offered (every field as text), with the file's name, content hash, the
 physical line where each record starts, and the run id. Three passes, none of them per row in
-Python: one streaming pass hashes the bytes and decides the encoding (Windows-1252 is converted to a
-UTF-8 temporary file), one vectorised numpy pass finds where records start and checks every record
-has the header's number of fields (quote-aware, so quoted newlines are fine), and DuckDB's
-``read_csv`` reads the text into the table in one transaction. A file that cannot be read is moved
+Python (:mod:`staff_pipeline.extract.sis_scan`): one streaming pass hashes the bytes and decides the
+encoding (Windows-1252 is converted to a UTF-8 temporary file), one vectorised numpy pass finds
+where records start and checks every record has the header's number of fields (quote-aware, so
+quoted newlines are fine), and DuckDB's ``read_csv`` reads the text into the table in one
+transaction (from a copy with LF line ends when the file mixes CRLF and LF, and always from a path
+DuckDB reads literally, never as a glob). A file that cannot be read is moved
 to ``failed/<lea_id>/`` beside a ``.error.txt`` that names file, line and problem; row-level content
 (bad emails, unknown codes) is the staging gate's business, not this module's.
 """
 
 from __future__ import annotations
 
-import codecs
-import csv
-import hashlib
-import io
+import os
 import shutil
 import tempfile
 from collections.abc import Collection, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pandas as pd
 
 from staff_pipeline.extract.sis_columns import CANONICAL, HeaderMap, accepted_headers, map_headers
+from staff_pipeline.extract.sis_scan import (
+    Fingerprint,
+    Layout,
+    SisFileError,
+    check_layout,
+    duckdb_problem,
+    fingerprint,
+    read_header,
+    scan_records,
+    strip_record_crs,
+    to_utf8,
+)
 from staff_pipeline.settings import Paths
 
-CHUNK = 16 << 20  # bytes per streaming read
-DELIMITERS = (",", ";", "\t", "|")
-# No staff record is near this long; one that is has lost a quote or a line end (and DuckDB's own
-# line limit, 2 MB by default, would refuse it anyway, with less to say).
-MAX_RECORD_BYTES = 1 << 20
 FILE_SUFFIXES = (".csv", ".txt")
+# A file younger than this may still be being copied in: the sensor leaves it for a later tick, and
+# the run it starts lands only the files it saw settled.
+SETTLE_SECONDS = 10.0
+_GLOB_CHARACTERS = frozenset("*?[]{}")
 
 DDL = [
     """CREATE TABLE IF NOT EXISTS raw_sis_files (
@@ -58,15 +67,6 @@ DDL = [
 ]
 
 
-class SisFileError(ValueError):
-    """A file that cannot be read as an SIS export; ``line`` is the physical line (1-based), if known."""
-
-    def __init__(self, problem: str, line: int | None = None) -> None:
-        super().__init__(problem)
-        self.problem = problem
-        self.line = line
-
-
 @dataclass(frozen=True)
 class FileOutcome:
     """What happened to one inbox file."""
@@ -86,6 +86,7 @@ class FileOutcome:
 @dataclass
 class LandingResult:
     files: list[FileOutcome] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)  # <lea>/<name> left for a later run
 
     def count(self, status: str) -> int:
         return sum(f.status == status for f in self.files)
@@ -118,6 +119,13 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(statement)
 
 
+def file_version(path: Path) -> str:
+    """``<name>@<mtime_ns>:<size>:<ctime_ns>``: a file as the sensor saw it. A rewrite differs, and so
+    does the same file moved back into the inbox (a move keeps the mtime but sets the ctime)."""
+    stat = path.stat()
+    return f"{path.name}@{stat.st_mtime_ns}:{stat.st_size}:{stat.st_ctime_ns}"
+
+
 def inbox_files(inbox: Path, lea_id: str | None = None) -> Iterator[tuple[str, Path]]:
     """``(lea folder, file)`` for every export waiting, oldest first so the newest lands last.
 
@@ -141,195 +149,24 @@ def new_inbox_files(
 ) -> tuple[dict[str, list[str]], dict[str, str]]:
     """Files that appeared or changed since ``seen``, per LEA, and the next ``seen``.
 
-    ``seen`` maps ``<lea>/<name>`` to ``<mtime_ns>:<size>`` of the files present last time, so it
-    stays as small as the inbox (landed files move out). A file modified less than
-    ``settle_seconds`` ago may still be being written: it is left for the next look.
+    ``seen`` maps ``<lea>/<name>`` to the version of the files present last time, so it stays as
+    small as the inbox (landed files move out, and a file moved back in is new again). A
+    file modified less than ``settle_seconds`` ago may still be being written: it is left for the
+    next look. The files come as :func:`file_version` strings.
     """
     new: dict[str, list[str]] = {}
     current: dict[str, str] = {}
     if not inbox.is_dir():
         return new, current
     for lea, path in inbox_files(inbox):
-        stat = path.stat()
-        if now - stat.st_mtime < settle_seconds:
+        if now - path.stat().st_mtime < settle_seconds:
             continue
-        key, version = f"{lea}/{path.name}", f"{stat.st_mtime_ns}:{stat.st_size}"
-        current[key] = version
-        if seen.get(key) != version:
-            new.setdefault(lea, []).append(f"{path.name}@{version}")
+        version = file_version(path)
+        key = f"{lea}/{path.name}"
+        current[key] = version.rsplit("@", 1)[1]
+        if seen.get(key) != current[key]:
+            new.setdefault(lea, []).append(version)
     return new, current
-
-
-def _line_of(data: bytes, offset: int, lines_before: int) -> int:
-    return lines_before + data.count(b"\n", 0, offset) + 1
-
-
-def fingerprint(path: Path) -> tuple[str, int, str]:
-    """SHA-256, size and encoding (``utf-8-sig``, ``utf-8`` or ``cp1252``) in one streaming pass."""
-    digest = hashlib.sha256()
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    size = 0
-    encoding = "utf-8"
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            if size == 0:
-                if chunk.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in chunk[:4096]:
-                    raise SisFileError(
-                        "wrong encoding: the file is UTF-16 or binary (NUL bytes); "
-                        "export it as UTF-8 or Windows-1252 text",
-                        1,
-                    )
-                if chunk.startswith(codecs.BOM_UTF8):
-                    encoding = "utf-8-sig"
-            digest.update(chunk)
-            if encoding != "cp1252":
-                try:
-                    decoder.decode(chunk)
-                except UnicodeDecodeError:
-                    encoding = "cp1252"
-            size += len(chunk)
-    if size == 0:
-        raise SisFileError("no header: the file is empty", 1)
-    if encoding != "cp1252":
-        try:
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            encoding = "cp1252"
-    return digest.hexdigest(), size, encoding
-
-
-def _utf8_sequence(chunk: bytes) -> int | None:
-    """Offset of the first UTF-8 multi-byte character (2 or 3 bytes), vectorised.
-
-    In a file that is not valid UTF-8 such bytes mean two encodings were mixed (a UTF-8 line pasted
-    into a Windows-1252 export): 'Ã©' is far likelier a broken 'é' than a real name.
-    """
-    a = np.frombuffer(chunk, dtype=np.uint8)
-    cont = np.append((a >= 0x80) & (a <= 0xBF), [False, False])
-    lead2 = np.flatnonzero((a >= 0xC2) & (a <= 0xDF))
-    lead3 = np.flatnonzero((a >= 0xE0) & (a <= 0xEF))
-    hits = np.concatenate((lead2[cont[lead2 + 1]], lead3[cont[lead3 + 1] & cont[lead3 + 2]]))
-    return int(hits.min()) if len(hits) else None
-
-
-def to_utf8(path: Path, target: Path) -> None:
-    """Stream a Windows-1252 file into UTF-8, refusing bytes that are neither it nor plain UTF-8."""
-    lines = 0
-    with path.open("rb") as source, target.open("w", encoding="utf-8", newline="") as out:
-        while chunk := source.read(CHUNK):
-            mixed = _utf8_sequence(chunk)
-            if mixed is not None:
-                raise SisFileError(
-                    "wrong encoding: the file is not valid UTF-8, yet this line holds UTF-8 characters; "
-                    "it mixes encodings. Save the whole file as UTF-8 (or all as Windows-1252)",
-                    _line_of(chunk, mixed, lines),
-                )
-            try:
-                out.write(chunk.decode("cp1252"))
-            except UnicodeDecodeError as exc:
-                raise SisFileError(
-                    f"wrong encoding: byte 0x{chunk[exc.start]:02x} is neither UTF-8 nor Windows-1252",
-                    _line_of(chunk, exc.start, lines),
-                ) from None
-            lines += chunk.count(b"\n")
-
-
-def read_header(path: Path) -> tuple[list[str], str]:
-    """The header fields and the delimiter (the candidate splitting line 1 into the most fields)."""
-    with path.open("rb") as handle:
-        head = handle.read(1 << 20).decode("utf-8", errors="replace").lstrip("\ufeff")
-    first_line = head.split("\n", 1)[0].rstrip("\r")
-    if not first_line.strip():
-        raise SisFileError("no header: line 1 is empty", 1)
-    delimiter = max(DELIMITERS, key=lambda d: len(next(csv.reader([first_line], delimiter=d))))
-    header = next(csv.reader(io.StringIO(head, newline=""), delimiter=delimiter))
-    return header, delimiter
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Per record after the header (blank lines excluded): its first physical line, its field count."""
-
-    header_fields: int
-    lines: np.ndarray
-    fields: np.ndarray
-
-
-def scan_records(path: Path, delimiter: str) -> Layout:
-    """Find record boundaries with numpy: a newline ends a record when an even number of quotes precede it.
-
-    This is how RFC 4180 quoting works (a doubled quote inside a quoted field keeps the parity), so
-    quoted newlines stay inside their record, and an odd count at the end is an unterminated quote.
-    """
-    quote, newline, sep = ord('"'), ord("\n"), ord(delimiter)
-    parity = newlines = offset = 0
-    open_start, open_line, open_fields = 0, 1, 1
-    last_byte = 0
-    lines, fields, blank = [], [], []
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            a = np.frombuffer(chunk, dtype=np.uint8)
-            q = np.flatnonzero(a == quote)
-            nl = np.flatnonzero(a == newline)
-            dl = np.flatnonzero(a == sep)
-            is_end = ((parity + np.searchsorted(q, nl)) & 1) == 0
-            ends = nl[is_end]
-            outside = dl[((parity + np.searchsorted(q, dl)) & 1) == 0]
-            if len(ends):
-                cum = np.searchsorted(outside, ends)
-                per = np.diff(cum, prepend=0) + 1
-                per[0] += open_fields - 1
-                global_nl = newlines + np.flatnonzero(is_end)
-                starts = np.concatenate(([open_start], offset + ends[:-1] + 1))
-                before = np.where(ends > 0, a[np.maximum(ends - 1, 0)], last_byte)
-                length = offset + ends - starts - (before == ord("\r"))
-                starts_at = np.concatenate(([open_line], global_nl[:-1] + 2))
-                _check_length(length, starts_at)
-                lines.append(starts_at)
-                fields.append(per)
-                blank.append(length == 0)
-                open_start, open_line = offset + int(ends[-1]) + 1, int(global_nl[-1]) + 2
-                open_fields = 1 + len(outside) - int(cum[-1])
-            else:
-                open_fields += len(outside)
-            parity = (parity + len(q)) & 1
-            newlines += len(nl)
-            offset += len(a)
-            last_byte = int(a[-1])
-    if parity:
-        raise SisFileError("broken quoting: a quoted field is never closed (unterminated quote)", open_line)
-    if offset - open_start - (last_byte == ord("\r")) > 0:  # last record without a final newline
-        _check_length(np.array([offset - open_start]), np.array([open_line]))
-        lines.append(np.array([open_line]))
-        fields.append(np.array([open_fields]))
-        blank.append(np.array([False]))
-    all_lines, all_fields, all_blank = (np.concatenate(x) for x in (lines, fields, blank))
-    keep = ~all_blank
-    keep[0] = False  # the header
-    return Layout(int(all_fields[0]), all_lines[keep].astype(np.int32), all_fields[keep])
-
-
-def _check_length(lengths: np.ndarray, lines: np.ndarray) -> None:
-    too_long = np.flatnonzero(lengths > MAX_RECORD_BYTES)
-    if len(too_long):
-        first = int(too_long[0])
-        raise SisFileError(
-            f"record too long: {int(lengths[first]):,} bytes where at most {MAX_RECORD_BYTES:,} are "
-            "accepted (a quote or line end may be missing)",
-            int(lines[first]),
-        )
-
-
-def check_layout(layout: Layout) -> None:
-    wrong = np.flatnonzero(layout.fields != layout.header_fields)
-    if len(wrong):
-        first = int(wrong[0])
-        others = f" (and {len(wrong) - 1} more lines)" if len(wrong) > 1 else ""
-        raise SisFileError(
-            f"broken quoting or delimiters: {int(layout.fields[first])} fields where the header has "
-            f"{layout.header_fields}{others}",
-            int(layout.lines[first]),
-        )
 
 
 def check_header(header: list[str]) -> HeaderMap:
@@ -384,7 +221,7 @@ def _land_rows(
     try:
         con.execute(sql, [run_id, lea_id, name, sha, *keys, landed_at, str(utf8_path), delimiter])
     except duckdb.Error as exc:
-        raise SisFileError(f"unreadable CSV: {str(exc).splitlines()[0]}") from None
+        raise duckdb_problem(str(exc), layout) from None
     finally:
         with suppress(duckdb.Error):  # refused in an aborted transaction; the caller rolls back
             con.unregister("sis_lines")
@@ -422,17 +259,36 @@ class _Clock:
         return self.last
 
 
-@contextmanager
-def _utf8_copy(path: Path, encoding: str, work_dir: Path) -> Iterator[Path]:
-    """The file itself when it is UTF-8 already, else a temporary UTF-8 copy (removed afterwards)."""
-    if encoding != "cp1252":
-        yield path
-        return
+def _utf8_text(path: Path, facts: Fingerprint, tmp: Path) -> Path:
+    """The file as UTF-8 text to scan: itself, or a UTF-8 copy of a Windows-1252 file in ``tmp``."""
+    if facts.encoding != "cp1252":
+        return path
+    target = tmp / "export.utf8.csv"
+    to_utf8(path, target, facts)
+    return target
+
+
+def _duckdb_input(path: Path, layout: Layout, tmp: Path) -> Path:
+    """The path DuckDB reads: ``path``, or a copy with LF line ends when the file mixes CRLF and LF
+    (DuckDB's strict reader refuses that), or a link without the glob characters DuckDB would expand
+    (``staff[1].csv`` would read ``staff1.csv``)."""
+    if layout.mixed_line_ends:
+        target = tmp / "export.lf.csv"
+        strip_record_crs(path, target)
+        return target
+    if _GLOB_CHARACTERS.intersection(str(path)):
+        target = tmp / "export.csv"
+        os.symlink(path.resolve(), target)
+        return target
+    return path
+
+
+def _work_dir(work_dir: Path) -> Path | None:
+    """Where temporary copies go: the landing folder, unless its own path holds glob characters."""
+    if _GLOB_CHARACTERS.intersection(str(work_dir)):
+        return None
     work_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=work_dir, prefix="sis-") as tmp:
-        target = Path(tmp) / f"{path.stem}.utf8.csv"
-        to_utf8(path, target)
-        yield target
+    return work_dir
 
 
 def _record(con: duckdb.DuckDBPyConnection, outcome: FileOutcome, run_id: str, landed_at: datetime) -> None:
@@ -477,8 +333,9 @@ def land_file(
             raise SisFileError(
                 f"folder {lea!r} is not a configured LEA id (organisations.csv has {', '.join(known_leas)})"
             )
-        facts["sha256"], facts["bytes"], facts["encoding"] = fingerprint(path)
-        lea_id, sha = int(lea), facts["sha256"]
+        printed = fingerprint(path)
+        facts.update(sha256=printed.sha256, bytes=printed.size, encoding=printed.encoding)
+        lea_id, sha = int(lea), printed.sha256
         if con.execute(
             "SELECT count(*) FROM raw_sis_files WHERE lea_id = ? AND file_sha256 = ? AND status = 'landed'",
             [lea_id, sha],
@@ -489,17 +346,24 @@ def land_file(
             _record(con, outcome, run_id, clock.now())
             shutil.move(path, outcome.kept_at)
             return outcome
-        with _utf8_copy(path, facts["encoding"], where.landing / "tmp") as utf8_path:
-            header, facts["delimiter"] = read_header(utf8_path)
-            mapping = check_header(header)
-            layout = scan_records(utf8_path, facts["delimiter"])
-            check_layout(layout)
-            if layout.header_fields != len(header):
-                raise SisFileError("broken quoting: the header line could not be split consistently", 1)
+        with tempfile.TemporaryDirectory(dir=_work_dir(where.landing / "tmp"), prefix="sis-") as tmp:
+            try:
+                text = _utf8_text(path, printed, Path(tmp))
+                header, facts["delimiter"] = read_header(text)
+                mapping = check_header(header)
+                layout = scan_records(text, facts["delimiter"])
+                check_layout(layout)
+                if layout.header_fields != len(header):
+                    raise SisFileError("broken quoting: the header line could not be split consistently", 1)
+                readable = _duckdb_input(text, layout, Path(tmp))
+            except SisFileError:
+                raise
+            except Exception as exc:  # whatever else reading it raised is about this file only
+                raise SisFileError(f"could not be read: {type(exc).__name__}: {exc}") from exc
             landed_at = clock.now()
             con.execute("BEGIN TRANSACTION")
             try:
-                rows = _land_rows(con, utf8_path, facts["delimiter"], mapping, layout,
+                rows = _land_rows(con, readable, facts["delimiter"], mapping, layout,
                                   (run_id, lea_id, path.name, sha, landed_at))  # fmt: skip
                 outcome = FileOutcome(lea, path.name, "landed", **facts, rows=rows,
                                       kept_at=_free_path(where.archive / lea, path.name))  # fmt: skip
@@ -532,14 +396,23 @@ def land_inbox(
     *,
     known_leas: Collection[str],
     lea_id: str | None = None,
+    files: Collection[str] | None = None,
 ) -> LandingResult:
-    """Land every waiting file (or one LEA's); a failed file never stops the others."""
+    """Land every waiting file (or one LEA's); a failed file never stops the others.
+
+    ``files`` (:func:`file_version` strings: the files the sensor saw settled) lands only those, as
+    they were then: a file written since, or still being written, is left for the sensor's next tick
+    (``LandingResult.waiting``).
+    """
     ensure_tables(con)
     result = LandingResult()
     if not where.inbox.is_dir():
         return result
     clock = _Clock()
     for lea, path in list(inbox_files(where.inbox, lea_id)):
+        if files is not None and file_version(path) not in files:
+            result.waiting.append(f"{lea}/{path.name}")
+            continue
         result.files.append(land_file(con, path, lea, run_id, where, known_leas=known_leas, clock=clock))
     return result
 
