@@ -19,12 +19,13 @@ from dagster import (
 
 from staff_pipeline.clients.edfi import EdFiResource, TokenError
 from staff_pipeline.config import load_organisations, load_settings
+from staff_pipeline.http import worth_retrying
 from staff_pipeline.loads.edfi import load_resource
 from staff_pipeline.loads.edfi_mart import ASSIGNMENTS, CONTACTS, build_mart
 from staff_pipeline.loads.edfi_reconcile import reconcile
 from staff_pipeline.metadata import counts_table, markdown_table, validate_or_fail
 from staff_pipeline.partitions import lea_partitions
-from staff_pipeline.resources import WRITER_POOL, WarehouseResource
+from staff_pipeline.resources import API_RETRY_POLICY, WRITER_POOL, WarehouseResource
 from staff_pipeline.schemas import marts
 from staff_pipeline.warehouse import preview
 
@@ -98,7 +99,10 @@ def _load(
     lea = int(context.partition_key)
     settings = load_settings().edfi
     concurrency = edfi.max_concurrency or settings.max_concurrency
-    client = edfi.client_for(lea, pool_size=concurrency)
+    try:
+        client = edfi.client_for(lea, pool_size=concurrency)
+    except ValueError as exc:  # no key for this LEA: configuration, not an outage
+        raise Failure(description=str(exc), allow_retries=False) from None
     metadata: dict[str, object] = {"lea_id": lea, "resource": resource}
     try:
         if config.reconcile and not config.dry_run:
@@ -125,6 +129,7 @@ def _load(
             description=f"Ed-Fi LEA {lea} {resource}: the token request was refused, so the run stopped "
             f"(what was sent before is in the ledger): {exc}",
             metadata={**metadata, "tokens_fetched": client.tokens_fetched},
+            allow_retries=worth_retrying(exc.status),  # refused credentials stay refused
         ) from None
     finally:
         client.close()
@@ -167,6 +172,7 @@ def _load(
     partitions_def=lea_partitions,
     deps=[edfi_mart],
     pool="edfi_api",
+    retry_policy=API_RETRY_POLICY,
     description="Send the LEA's staffEducationOrganizationAssignmentAssociations diff (ledger_edfi).",
 )
 def edfi_assignment_associations(
@@ -180,6 +186,7 @@ def edfi_assignment_associations(
     partitions_def=lea_partitions,
     deps=[edfi_assignment_associations],
     pool="edfi_api",
+    retry_policy=API_RETRY_POLICY,
     description="Send the LEA's staffEducationOrganizationContactAssociations diff, after the assignments.",
 )
 def edfi_contact_associations(

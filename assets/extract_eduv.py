@@ -5,8 +5,9 @@ from dagster import AssetExecutionContext, Failure, MaterializeResult, asset
 from staff_pipeline.clients.eduv import EduVResource
 from staff_pipeline.config import load_organisations
 from staff_pipeline.extract import eduv as extract
+from staff_pipeline.http import worth_retrying
 from staff_pipeline.metadata import markdown_table
-from staff_pipeline.resources import WRITER_POOL, WarehouseResource
+from staff_pipeline.resources import API_RETRY_POLICY, WRITER_POOL, WarehouseResource
 from staff_pipeline.settings import paths
 from staff_pipeline.warehouse import preview
 
@@ -15,6 +16,7 @@ from staff_pipeline.warehouse import preview
     group_name="extract",
     kinds={"python", "duckdb"},
     pool=WRITER_POOL,
+    retry_policy=API_RETRY_POLICY,
     description="Edu-V Employees, one request per configured school, appended to raw_eduv_employees "
     "(one row per array element, as received) and raw_eduv_requests. Fails after landing the good "
     "schools when any school failed, naming them.",
@@ -50,5 +52,7 @@ def raw_eduv_employees(
             description=f"Edu-V extract failed for {len(failed)} of {len(landed)} schools (the others "
             "were landed): " + "; ".join(r.problem or r.school_key for r in failed),
             metadata=metadata,
+            # a school's 400/401/403/404 (no consent, a wrong id) stays so until someone acts
+            allow_retries=any(worth_retrying(r.http_status) for r in failed),
         )
     return MaterializeResult(metadata=metadata)

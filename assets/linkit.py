@@ -14,7 +14,7 @@ from staff_pipeline.loads.linkit import load_district
 from staff_pipeline.loads.linkit_mart import MART, REJECTED, build_mart
 from staff_pipeline.metadata import counts_table, markdown_table, validate_or_fail
 from staff_pipeline.partitions import district_partitions
-from staff_pipeline.resources import WRITER_POOL, WarehouseResource
+from staff_pipeline.resources import API_RETRY_POLICY, WRITER_POOL, WarehouseResource
 from staff_pipeline.schemas.marts_linkit import mart_linkit_staff
 from staff_pipeline.warehouse import preview
 
@@ -74,6 +74,7 @@ def linkit_mart(context: AssetExecutionContext, warehouse: WarehouseResource) ->
     partitions_def=district_partitions,
     deps=[linkit_mart],
     pool="linkit_api",
+    retry_policy=API_RETRY_POLICY,
     description="Create, update, assign schools, deactivate LinkIt! accounts; ledger_linkit records them.",
 )
 def linkit_staff_accounts(
@@ -84,7 +85,10 @@ def linkit_staff_accounts(
 ) -> MaterializeResult:
     district = context.partition_key
     settings = load_settings().linkit
-    client = linkit.client_for(district)
+    try:
+        client = linkit.client_for(district)
+    except ValueError as exc:  # no keys for this district, an unknown signer: configuration
+        raise Failure(description=str(exc), allow_retries=False) from None
     try:
         report = load_district(
             district,
@@ -128,9 +132,10 @@ def linkit_staff_accounts(
             raise Failure(
                 f"LinkIt {district}: all {outcomes['failed']} account(s) failed, e.g. {top}",
                 metadata=metadata,
+                allow_retries=report.unanswered > 0,  # refused keys or a clock skew stay so
             )
     if report.held and not report.dry_run:
         # The rest of the district's changes went through; the held deactivations need a person,
         # so the run fails visibly (and the failure sensor alerts) instead of passing quietly.
-        raise Failure(f"LinkIt {district}: {report.held}", metadata=metadata)
+        raise Failure(f"LinkIt {district}: {report.held}", metadata=metadata, allow_retries=False)
     return MaterializeResult(metadata=metadata)

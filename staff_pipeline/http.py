@@ -37,6 +37,12 @@ log = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
+def worth_retrying(status: int | None) -> bool:
+    """An outcome another try may change: no answer at all (status None or 0: a dropped
+    connection, a timeout), 429 or 5xx."""
+    return not status or status in RETRY_STATUSES
+
+
 def redact_url(url: str) -> str:
     """Drop the query string: LinkIt puts its access key and tag there, others may too."""
     parts = urlsplit(url)

@@ -82,3 +82,22 @@ def test_every_step_that_writes_the_warehouse_takes_the_writer_pool() -> None:
     assert {"raw_eduv_employees", "raw_sis_staff", "staging", "conformed", "edfi_mart", "linkit_mart"} <= set(
         pools
     )
+
+
+def test_the_api_steps_and_only_they_are_retried_by_dagster() -> None:
+    """An outage longer than the HTTP layer's retries re-runs the step later; the other steps (the
+    gates, the model) fail for reasons a retry cannot mend."""
+    from staff_pipeline.definitions import defs
+    from staff_pipeline.resources import API_RETRY_POLICY
+
+    policies = {}
+    for job_name in ("prepare_staff_job", "edfi_load_job", "linkit_load_job"):
+        for node in defs.resolve_job_def(job_name).graph.node_defs:
+            policies[node.name] = node.retry_policy
+    assert {name for name, policy in policies.items() if policy == API_RETRY_POLICY} == {
+        "raw_eduv_employees",
+        "edfi_assignment_associations",
+        "edfi_contact_associations",
+        "linkit_staff_accounts",
+    }
+    assert API_RETRY_POLICY.max_retries == 2 and API_RETRY_POLICY.delay >= 60

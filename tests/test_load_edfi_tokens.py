@@ -88,6 +88,8 @@ def test_the_asset_fails_naming_the_lea_and_the_apis_message_without_the_secret(
         raise_on_error=False,
     )
     assert not result.success
+    # refused credentials stay refused: the step's retry policy is not used (a 5xx would be)
+    assert "STEP_UP_FOR_RETRY" not in {e.event_type_value for e in result.all_events}
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     message = failure.event_specific_data.error.message + repr(failure.event_specific_data.error)
     assert f"Ed-Fi LEA {LEA_A}" in message and "401 invalid_client" in message

@@ -58,6 +58,8 @@ def test_secrets_never_reach_logs_metadata_event_log_tables_or_errors(
             raise_on_error=False,
         )
     assert runs["lakeview"].success and not runs["riverside"].success
+    # LinkIt refused the tag (an answer, not an outage): the step's retry policy is not used
+    assert "STEP_UP_FOR_RETRY" not in {e.event_type_value for e in runs["riverside"].all_events}
     assert len(linkit_standin.users("lakeview")) == 3
 
     secrets = [key for pair in LINKIT_KEYS.values() for key in pair] + ["wrong-private-key-9a8b7c"]

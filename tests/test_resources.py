@@ -21,7 +21,7 @@ from tests.fixtures_edfi import LEA_A, SCHOOL_A1, Conformed
 from tests.fixtures_eduv import JWT_CLIENT_ID, ORG_ROWS, write_organisations
 from tests.fixtures_linkit import assignment, staff_row, write_conformed
 
-REQUIRED_SECRETS = ("EDUV_CLIENT_ID", "EDFI_CLIENT_ID", "EDFI_CLIENT_SECRET")
+PAIR_SECRETS = ("EDUV_CLIENT_ID", "EDFI_CLIENT_ID", "EDFI_CLIENT_SECRET")
 
 
 def _elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -41,7 +41,7 @@ def _run(job: str, **kwargs):
 def test_each_build_of_the_resources_reads_the_environment_of_that_moment(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, eduv_private_pem: str
 ) -> None:
-    for name in REQUIRED_SECRETS:
+    for name in PAIR_SECRETS:
         monkeypatch.setenv(name, f"{name.lower()}-value")
     monkeypatch.setenv("LINKIT_ACCESS_KEY", "ak-fallback")
     monkeypatch.setenv("LINKIT_PRIVATE_KEY", "pk-fallback")
@@ -128,3 +128,27 @@ def test_a_linkit_run_uses_the_url_and_warehouse_set_after_import(
     assert result.success, log
     assert [user["LocalCode"] for user in linkit_standin.users("lakeview")] == ["L1"]
     assert target.exists() and not (data_dir / "warehouse.duckdb").exists()
+
+
+def test_keys_per_lea_and_district_alone_are_enough(monkeypatch: pytest.MonkeyPatch) -> None:
+    """WISEdata issues one key per LEA: no shared fallback pair has to be invented, and a target
+    without a key of its own fails naming the variables to set."""
+    for name in ("EDFI_CLIENT_ID", "EDFI_CLIENT_SECRET", "LINKIT_ACCESS_KEY", "LINKIT_PRIVATE_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("EDUV_CLIENT_ID", "eduv")
+    monkeypatch.setenv(f"EDFI_CLIENT_ID_{LEA_A}", "lea-a")
+    monkeypatch.setenv(f"EDFI_CLIENT_SECRET_{LEA_A}", "secret-a")
+    monkeypatch.setenv("LINKIT_ACCESS_KEY_LAKEVIEW", "ak-lakeview")
+    monkeypatch.setenv("LINKIT_PRIVATE_KEY_LAKEVIEW", "pk-lakeview")
+    with build_resources(defs.resources) as built:
+        assert built.edfi.keys_for(LEA_A) == ("lea-a", "secret-a")
+        assert built.linkit.keys_for("lakeview") == ("ak-lakeview", "pk-lakeview")
+        with pytest.raises(ValueError, match=r"EDFI_CLIENT_ID_100002 and EDFI_CLIENT_SECRET_100002"):
+            built.edfi.client_for(100002)
+        with pytest.raises(ValueError, match=r"LINKIT_ACCESS_KEY_RIVERSIDE and LINKIT_PRIVATE_KEY_RIVERSIDE"):
+            built.linkit.client_for("riverside")
+    monkeypatch.setenv("EDFI_CLIENT_ID", "state")
+    monkeypatch.setenv("EDFI_CLIENT_SECRET", "state-secret")
+    with build_resources(defs.resources) as built:  # the fallback pair, read when the run builds a client
+        assert built.edfi.keys_for(100002) == ("state", "state-secret")
+        assert built.edfi.keys_for(LEA_A) == ("lea-a", "secret-a")

@@ -300,7 +300,8 @@ class EdFiClient:
 
 class EdFiResource(ConfigurableResource):
     """Ed-Fi connection settings. Per-LEA keys come from ``EDFI_CLIENT_ID_<lea>`` /
-    ``EDFI_CLIENT_SECRET_<lea>`` (WISEdata issues one per LEA); the pair here is the fallback.
+    ``EDFI_CLIENT_SECRET_<lea>`` (WISEdata issues one per LEA); the pair here, else
+    ``EDFI_CLIENT_ID`` / ``EDFI_CLIENT_SECRET``, is the optional fallback (see :meth:`keys_for`).
 
     An empty ``base_url`` means ``STAFF_EDFI_URL``, else the local stand-in, read when a run builds a
     client (never at import, so a process that imported the Definitions earlier sees the run's value).
@@ -318,10 +319,27 @@ class EdFiResource(ConfigurableResource):
         """The base URL this run talks to."""
         return from_env(self.base_url, "STAFF_EDFI_URL", STANDIN_URL)
 
-    def client_for(self, lea_id: str | int, pool_size: int = 8) -> EdFiClient:
+    def keys_for(self, lea_id: str | int) -> tuple[str, str]:
+        """The LEA's own pair, else the fallback (this resource's, else ``EDFI_CLIENT_ID`` /
+        ``EDFI_CLIENT_SECRET``): optional, since a WISEdata deployment has one key per LEA."""
         lea = str(lea_id)
-        client_id = os.environ.get(f"EDFI_CLIENT_ID_{lea}") or self.client_id
-        secret = os.environ.get(f"EDFI_CLIENT_SECRET_{lea}") or self.client_secret
+        client_id = (
+            os.environ.get(f"EDFI_CLIENT_ID_{lea}") or self.client_id or os.environ.get("EDFI_CLIENT_ID")
+        )
+        secret = (
+            os.environ.get(f"EDFI_CLIENT_SECRET_{lea}")
+            or self.client_secret
+            or os.environ.get("EDFI_CLIENT_SECRET")
+        )
+        if not client_id or not secret:
+            raise ValueError(
+                f"no Ed-Fi key for LEA {lea}: set EDFI_CLIENT_ID_{lea} and EDFI_CLIENT_SECRET_{lea} "
+                "(or the fallback EDFI_CLIENT_ID / EDFI_CLIENT_SECRET)"
+            )
+        return client_id, secret
+
+    def client_for(self, lea_id: str | int, pool_size: int = 8) -> EdFiClient:
+        client_id, secret = self.keys_for(lea_id)
         return EdFiClient(
             self.url(),
             client_id,

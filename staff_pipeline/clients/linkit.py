@@ -335,8 +335,16 @@ class LinkItResource(ConfigurableResource):
 
     def keys_for(self, district: str) -> tuple[str, str]:
         suffix = district.upper().replace("-", "_")
-        access = os.environ.get(f"LINKIT_ACCESS_KEY_{suffix}") or self.access_key
-        private = os.environ.get(f"LINKIT_PRIVATE_KEY_{suffix}") or self.private_key
+        access = (
+            os.environ.get(f"LINKIT_ACCESS_KEY_{suffix}")
+            or self.access_key
+            or os.environ.get("LINKIT_ACCESS_KEY")
+        )
+        private = (
+            os.environ.get(f"LINKIT_PRIVATE_KEY_{suffix}")
+            or self.private_key
+            or os.environ.get("LINKIT_PRIVATE_KEY")
+        )
         if not access or not private:
             raise ValueError(
                 f"no LinkIt keys for district {district!r}: set LINKIT_ACCESS_KEY_{suffix} and "

@@ -32,7 +32,7 @@ import pandas as pd
 
 from staff_pipeline import warehouse
 from staff_pipeline.clients.linkit import LinkItClient, LinkItError
-from staff_pipeline.http import ApiError
+from staff_pipeline.http import ApiError, worth_retrying
 from staff_pipeline.loads.journal import Journal
 from staff_pipeline.loads.linkit_mart import FIELD_OF, LEAVING_RULES, LEDGER, MART, REJECTED, ensure_tables
 from staff_pipeline.loads.workers import run_workers
@@ -100,6 +100,7 @@ class LoadReport:
     plan: Counter = field(default_factory=Counter)
     outcomes: Counter = field(default_factory=Counter)
     failures: Counter = field(default_factory=Counter)
+    unanswered: int = 0  # of the failures: no answer, 429 or 5xx (another try may pass)
     held: str = ""
     requests: Counter = field(default_factory=Counter)
     preview: pd.DataFrame | None = None
@@ -161,7 +162,8 @@ class _Sender:
         self._log(row, action, kind="done", ok=True, content_hash=content_hash, **state)
 
     def process(self, row: dict[str, Any]) -> tuple[str, str | None]:
-        """Bring one account to its desired state; returns (outcome, error text or None)."""
+        """Bring one account to its desired state; returns (outcome, error text or None). A failure
+        is ``unanswered`` when the API gave no answer (or 429/5xx), else ``failed``."""
         action = row["action"]
         try:
             if action == "create":
@@ -179,7 +181,10 @@ class _Sender:
         except ApiError as exc:
             error = exc.error if isinstance(exc, LinkItError) and exc.error else str(exc)
             self._log(row, action, kind="done", ok=False, http_status=exc.status, error=error)
-            return "failed", error
+            # LinkIt's own refusal (Result ERROR) is an answer; no answer, 429 or 5xx may pass
+            return (
+                "failed" if isinstance(exc, LinkItError) or not worth_retrying(exc.status) else "unanswered"
+            ), error
 
     def _lookup(self, row: dict[str, Any]) -> dict[str, Any] | None:
         """The account holding this LocalCode; an account holding only the UserName is someone else's,
@@ -378,6 +383,9 @@ def _send_all(sender: _Sender, rows: Iterator[dict[str, Any]], concurrency: int,
     def handle(row: dict[str, Any]) -> None:
         outcome, error = sender.process(row)
         with tally:
+            if outcome == "unanswered":
+                report.unanswered += 1
+                outcome = "failed"
             report.outcomes[outcome] += 1
             if error:
                 report.failures[error] += 1
