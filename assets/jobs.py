@@ -6,6 +6,9 @@ from dagster import AssetSelection, define_asset_job
 
 from staff_pipeline.partitions import district_partitions, lea_partitions
 
+# On every load run (from the sensor, a backfill or the job page): the run queue caps load runs per
+# target with it (deploy/postgres/dagster.yaml).
+TARGET_TAG = "staff/target"
 PREPARE = AssetSelection.groups("extract", "staging", "conformed")
 EDFI = AssetSelection.groups("edfi")
 LINKIT = AssetSelection.groups("linkit")
@@ -19,12 +22,14 @@ edfi_load_job = define_asset_job(
     "edfi_load_job",
     selection=EDFI,
     partitions_def=lea_partitions,
+    tags={TARGET_TAG: "edfi"},
     description="Per-LEA Ed-Fi / WISEdata mart and load (one run per LEA partition).",
 )
 linkit_load_job = define_asset_job(
     "linkit_load_job",
     selection=LINKIT,
     partitions_def=district_partitions,
+    tags={TARGET_TAG: "linkit"},
     description="Per-district LinkIt! mart and load (one run per district partition).",
 )
 

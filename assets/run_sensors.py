@@ -11,6 +11,8 @@ import os
 from typing import TYPE_CHECKING
 
 from dagster import (
+    AssetKey,
+    DagsterRun,
     DagsterRunStatus,
     DefaultSensorStatus,
     RunFailureSensorContext,
@@ -23,7 +25,7 @@ from dagster import (
 )
 
 from assets.analytics import publish_analytics_job
-from assets.jobs import edfi_load_job, linkit_load_job, prepare_job
+from assets.jobs import TARGET_TAG, edfi_load_job, linkit_load_job, prepare_job
 from staff_pipeline.alerts import WEBHOOK_ENV, StepFailure, failure_message, post_alert, secret_values
 from staff_pipeline.config import load_organisations
 from staff_pipeline.partitions import district_partitions, lea_partitions
@@ -32,9 +34,16 @@ if TYPE_CHECKING:
     from dagster._utils.error import SerializableErrorInfo
 
 UPSTREAM_TAG = "staff/upstream_run"
-TARGET_TAG = "staff/target"
 LEA_TAG = "staff/lea"
 """Set on a prepare run that handled one LEA only (e.g. a new SIS file): only its loads follow."""
+# The conformed model's assets (one step): a run that rebuilt them is followed by the loads.
+MODEL_KEYS = frozenset(AssetKey(name) for name in ("staff", "staff_contacts", "staff_assignments"))
+
+
+def rebuilt_the_model(run: DagsterRun) -> bool:
+    """The prepare job, or any run that selected the conformed model: "Materialize" on the asset
+    page and asset backfills run as Dagster's implicit asset job, not as ``prepare_staff_job``."""
+    return run.job_name == prepare_job.name or bool(MODEL_KEYS & (run.asset_selection or frozenset()))
 
 
 def load_run_requests(
@@ -80,26 +89,23 @@ def partitions_for(lea: str | None) -> tuple[list[str], list[str]]:
 @run_status_sensor(
     name="loads_after_prepare_sensor",
     run_status=DagsterRunStatus.SUCCESS,
-    monitored_jobs=[prepare_job],
-    request_jobs=[edfi_load_job, linkit_load_job],
+    request_jobs=[edfi_load_job, linkit_load_job],  # every job of the code location is watched
     default_status=DefaultSensorStatus.RUNNING,
-    description="When prepare_staff_job succeeds, one Ed-Fi run per LEA, one LinkIt run per district.",
+    description="When a run that rebuilt the conformed model succeeds (prepare_staff_job, or the model "
+    "materialised from the UI), one Ed-Fi run per LEA, one LinkIt run per district.",
 )
-def loads_after_prepare_sensor(context: RunStatusSensorContext) -> list[RunRequest]:
+def loads_after_prepare_sensor(context: RunStatusSensorContext) -> list[RunRequest] | SkipReason:
     run = context.dagster_run
+    if not rebuilt_the_model(run):
+        return SkipReason(f"run {run.run_id} did not rebuild the conformed model")
     leas, districts = partitions_for(run.tags.get(LEA_TAG))
     return load_run_requests(run.run_id, leas, districts)
 
 
-@run_status_sensor(
-    name="publish_analytics_sensor",
-    run_status=DagsterRunStatus.SUCCESS,
-    monitored_jobs=[prepare_job, edfi_load_job, linkit_load_job],
-    request_job=publish_analytics_job,
-    default_status=DefaultSensorStatus.RUNNING,
-    description="After every successful pipeline run, republish data/analytics.duckdb for analysts.",
-)
-def publish_analytics_sensor(context: RunStatusSensorContext) -> RunRequest | SkipReason:
+def _publish(context: RunStatusSensorContext) -> RunRequest | SkipReason:
+    """One publish per finished run (not of the publish itself), unless one is waiting to start."""
+    if context.dagster_run.job_name == publish_analytics_job.name:
+        return SkipReason("a publish run does not republish")
     waiting = context.instance.get_runs_count(
         RunsFilter(
             job_name=publish_analytics_job.name,
@@ -110,6 +116,29 @@ def publish_analytics_sensor(context: RunStatusSensorContext) -> RunRequest | Sk
         return SkipReason("a publish run that has not started yet will include this run's data")
     run_id = context.dagster_run.run_id
     return RunRequest(run_key=f"publish:{run_id}", tags={UPSTREAM_TAG: run_id})
+
+
+@run_status_sensor(
+    name="publish_analytics_sensor",
+    run_status=DagsterRunStatus.SUCCESS,
+    request_job=publish_analytics_job,  # every job of the code location is watched, asset-page runs too
+    default_status=DefaultSensorStatus.RUNNING,
+    description="After every successful pipeline run, republish data/analytics.duckdb for analysts.",
+)
+def publish_analytics_sensor(context: RunStatusSensorContext) -> RunRequest | SkipReason:
+    return _publish(context)
+
+
+@run_status_sensor(
+    name="publish_after_failure_sensor",
+    run_status=DagsterRunStatus.FAILURE,
+    request_job=publish_analytics_job,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="After a failed pipeline run too: the model stays as it was, and analysts see why "
+    "(rejected_rows, gate_results, load_events of that night).",
+)
+def publish_after_failure_sensor(context: RunStatusSensorContext) -> RunRequest | SkipReason:
+    return _publish(context)
 
 
 def _root_cause(error: SerializableErrorInfo | None) -> str:
@@ -144,4 +173,9 @@ def failure_webhook_sensor(context: RunFailureSensorContext) -> SkipReason | Non
     return None
 
 
-RUN_SENSORS = [loads_after_prepare_sensor, publish_analytics_sensor, failure_webhook_sensor]
+RUN_SENSORS = [
+    loads_after_prepare_sensor,
+    publish_analytics_sensor,
+    publish_after_failure_sensor,
+    failure_webhook_sensor,
+]

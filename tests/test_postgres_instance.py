@@ -109,6 +109,17 @@ def _query(env: dict[str, str], sql: str, params: tuple = ()) -> list[tuple]:
         con.close()
 
 
+def _set_pools(leas: int) -> None:
+    """The documented one-time pool setup (``dagster instance concurrency set ...``), in-process.
+
+    Without it, parallel runs create a pool's row on first use at the same moment, and all but one
+    fail on PostgreSQL's unique key (docs/operations.md says to set the pools first).
+    """
+    with DagsterInstance.get() as instance:
+        for pool, limit in (("duckdb_writer", 1), ("edfi_api", leas), ("linkit_api", 2)):
+            instance.event_log_storage.set_concurrency_slots(pool, limit)
+
+
 def test_lea_partitions_run_in_parallel_on_the_postgres_instance(
     postgres: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -118,12 +129,10 @@ def test_lea_partitions_run_in_parallel_on_the_postgres_instance(
     shutil.copy(REPO_ROOT / "deploy" / "postgres" / "dagster.yaml", home / "dagster.yaml")
     env = {**os.environ}
     leas = lea_partitions.get_partition_keys()
-    # The documented one-time pool setup (`dagster instance concurrency set ...`), done in-process.
     with DagsterInstance.get() as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
-        for pool, limit in (("duckdb_writer", 1), ("edfi_api", len(leas)), ("linkit_api", 2)):
-            instance.event_log_storage.set_concurrency_slots(pool, limit)
+    _set_pools(len(leas))
 
     workers = [
         subprocess.Popen(
@@ -197,6 +206,7 @@ def test_the_real_ed_fi_load_runs_its_lea_partitions_in_parallel_on_postgres(
     generated = generate(tmp_path / "generated", 120, seed=5, bad_share=0.0)
     shutil.copytree(generated.inbox_dir, paths().inbox, dirs_exist_ok=True)
     leas = lea_partitions.get_partition_keys()
+    _set_pools(len(leas))
     with local_apis(generated.eduv_dir) as apis:
         for name, value in apis.env.items():
             monkeypatch.setenv(name, value)

@@ -9,8 +9,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from dagster import (
+    AssetKey,
     DagsterEventType,
     DagsterInstance,
+    DagsterRun,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     RunRequest,
@@ -27,7 +29,9 @@ from assets.run_sensors import (
     TARGET_TAG,
     UPSTREAM_TAG,
     loads_after_prepare_sensor,
+    publish_after_failure_sensor,
     publish_analytics_sensor,
+    rebuilt_the_model,
 )
 from assets.schedules import nightly_schedule
 from staff_pipeline.config import ConfigError
@@ -39,19 +43,38 @@ def _noop() -> None:
     pass
 
 
-@job
-def _finished_job() -> None:
+@op
+def _fails() -> None:
+    raise RuntimeError("the gate refused the model")
+
+
+@job(name="prepare_staff_job")
+def _prepare() -> None:
     _noop()
 
 
-def _success_context(instance: DagsterInstance, sensor_name: str, tags: dict[str, str] | None = None):
-    """A real successful run in a real instance, and the sensor context Dagster would build for it."""
-    result = _finished_job.execute_in_process(instance=instance, tags=tags or {})
+@job
+def _another_job() -> None:
+    _noop()
+
+
+@job
+def _failing_job() -> None:
+    _fails()
+
+
+def _success_context(
+    instance: DagsterInstance, sensor_name: str, tags: dict[str, str] | None = None, ran=_prepare
+):
+    """A real finished run in a real instance (a stand-in of ``ran``'s name), and the sensor context
+    Dagster would build for it."""
+    result = ran.execute_in_process(instance=instance, tags=tags or {}, raise_on_error=False)
     run = instance.get_run_by_id(result.run_id)
     event = next(
         record.dagster_event
         for record in instance.all_logs(result.run_id)
-        if record.dagster_event and record.dagster_event.event_type == DagsterEventType.RUN_SUCCESS
+        if record.dagster_event
+        and record.dagster_event.event_type in (DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE)
     )
     return build_run_status_sensor_context(
         sensor_name=sensor_name, dagster_event=event, dagster_instance=instance, dagster_run=run
@@ -140,3 +163,35 @@ def test_every_successful_run_republishes_but_never_queues_twice() -> None:
         assert isinstance(
             publish_analytics_sensor(_success_context(instance, "publish_analytics_sensor")), SkipReason
         )
+
+
+def test_loads_follow_any_run_that_rebuilt_the_model_and_no_other() -> None:
+    """ "Materialize" on the asset page and asset backfills run as Dagster's implicit asset job."""
+    assert rebuilt_the_model(DagsterRun(job_name="prepare_staff_job"))
+    assert rebuilt_the_model(
+        DagsterRun(job_name="__ASSET_JOB", asset_selection=frozenset({AssetKey("staff")}))
+    )
+    assert not rebuilt_the_model(
+        DagsterRun(job_name="__ASSET_JOB", asset_selection=frozenset({AssetKey("edfi_mart")}))
+    )
+    assert not rebuilt_the_model(DagsterRun(job_name="edfi_load_job"))
+    with DagsterInstance.ephemeral() as instance:
+        skipped = loads_after_prepare_sensor(
+            _success_context(instance, "loads_after_prepare_sensor", ran=_another_job)
+        )
+    assert isinstance(skipped, SkipReason)
+
+
+def test_a_failed_run_is_published_too_but_a_publish_never_republishes() -> None:
+    """A night the gate refused keeps the old model, and analysts see why (rejected_rows, gate_results)."""
+    with DagsterInstance.ephemeral() as instance:
+        failed = _success_context(instance, "publish_after_failure_sensor", ran=_failing_job)
+        request = publish_after_failure_sensor(failed)
+        assert isinstance(request, RunRequest) and request.run_key == f"publish:{failed.dagster_run.run_id}"
+
+        @job(name=publish_analytics_job.name)
+        def _publish_lookalike() -> None:
+            _noop()
+
+        done = _success_context(instance, "publish_analytics_sensor", ran=_publish_lookalike)
+        assert isinstance(publish_analytics_sensor(done), SkipReason)
