@@ -21,6 +21,7 @@ from dagster import (
 from assets.staging import failure_metadata
 from staff_pipeline.config import load_settings
 from staff_pipeline.metadata import markdown_table
+from staff_pipeline.partitions import reload_hint, without_partition
 from staff_pipeline.resources import WRITER_POOL, WarehouseResource
 from staff_pipeline.transform.staging import STAGED
 from staff_pipeline.transform.steps import conform
@@ -89,6 +90,10 @@ def conformed(context: AssetExecutionContext, warehouse: WarehouseResource):
                     con.execute("SELECT issue, count(*) AS issues FROM staff_match_issues GROUP BY 1").df()
                 ),
             }
+    missing = without_partition()
+    if missing:
+        extra["not_loaded_until_reload"] = reload_hint(missing)
+        context.log.warning(reload_hint(missing))
     gates = result.gate_results
     failed_leas = gates.loc[~gates["passed"], ["lea_id", "reason"]]
     for table in TABLES:

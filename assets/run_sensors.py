@@ -28,7 +28,7 @@ from assets.analytics import publish_analytics_job
 from assets.jobs import TARGET_TAG, edfi_load_job, linkit_load_job, prepare_job
 from staff_pipeline.alerts import WEBHOOK_ENV, StepFailure, failure_message, post_alert, secret_values
 from staff_pipeline.config import load_organisations
-from staff_pipeline.partitions import district_partitions, lea_partitions
+from staff_pipeline.partitions import district_partitions, lea_partitions, reload_hint, without_partition
 
 if TYPE_CHECKING:
     from dagster._utils.error import SerializableErrorInfo
@@ -98,6 +98,9 @@ def loads_after_prepare_sensor(context: RunStatusSensorContext) -> list[RunReque
     run = context.dagster_run
     if not rebuilt_the_model(run):
         return SkipReason(f"run {run.run_id} did not rebuild the conformed model")
+    missing = without_partition()
+    if missing:
+        context.log.warning(reload_hint(missing))
     leas, districts = partitions_for(run.tags.get(LEA_TAG))
     return load_run_requests(run.run_id, leas, districts)
 

@@ -195,3 +195,26 @@ def test_a_failed_run_is_published_too_but_a_publish_never_republishes() -> None
 
         done = _success_context(instance, "publish_analytics_sensor", ran=_publish_lookalike)
         assert isinstance(publish_analytics_sensor(done), SkipReason)
+
+
+def test_an_lea_added_after_the_code_loaded_is_named_until_a_reload(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Partitions are drawn when the code loads: a new LEA in organisations.csv gets no load runs
+    until a reload, and the loads sensor says so instead of passing over it in silence."""
+    from staff_pipeline import partitions
+
+    assert partitions.without_partition() == []
+    monkeypatch.setattr(partitions, "lea_ids", lambda: ["100001", "100002", "100003", "100004"])
+    monkeypatch.setattr(
+        partitions, "linkit_districts", lambda: ["lakeview", "riverside", "northwoods", "lakes"]
+    )
+    assert partitions.without_partition() == ["LEA 100004", "district lakes"]
+    with DagsterInstance.ephemeral() as instance:
+        context = _success_context(instance, "loads_after_prepare_sensor")
+        warnings = []
+        monkeypatch.setattr(
+            type(context.log), "warning", lambda self, message, *a, **k: warnings.append(message)
+        )
+        requests = loads_after_prepare_sensor(context)
+    assert len(requests) == 6  # the loaded partitions still run
+    assert warnings == [partitions.reload_hint(["LEA 100004", "district lakes"])]
+    assert "reloaded" in warnings[0]
