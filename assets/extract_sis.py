@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, asset
 from pydantic import Field
 
 from staff_pipeline.config import lea_ids
@@ -58,7 +58,7 @@ def raw_sis_staff(
         "files_failed": result.count("failed"),
         "files_left_for_later": len(result.waiting),
         "bytes": result.bytes,
-        "files": MetadataValue.md(result.markdown()),
+        "files": markdown_table(result.frame(), "(no files in the inbox)"),
         "preview": markdown_table(sample, "(no rows)"),
     }
     if result.failures:

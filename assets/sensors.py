@@ -4,12 +4,18 @@ import hashlib
 import json
 import time
 
-from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, sensor
+from dagster import AssetKey, DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, sensor
 
+from assets.conformed import TABLES as MODEL_TABLES
 from assets.jobs import prepare_job
 from assets.run_sensors import LEA_TAG
 from staff_pipeline.extract.sis import SETTLE_SECONDS, new_inbox_files
 from staff_pipeline.settings import paths
+from staff_pipeline.transform.staging import STAGED
+
+# A new SIS file re-stages and re-models with the Edu-V answers already landed (the nightly run
+# pulls Edu-V): one LEA's file does not pull every school again, nor wait on an Edu-V outage.
+SIS_RUN_ASSETS = [AssetKey(name) for name in ("raw_sis_staff", *STAGED, *MODEL_TABLES)]
 
 
 @sensor(
@@ -17,7 +23,8 @@ from staff_pipeline.settings import paths
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
     description="Watches data/inbox/<lea_id>/ for new SIS export files and requests a prepare run "
-    "landing only that LEA's folder (one run per LEA per batch of new files).",
+    "landing only that LEA's folder (one run per LEA per batch of new files), then staging and the "
+    "model, with the Edu-V answers already landed.",
 )
 def sis_inbox_sensor(context: SensorEvaluationContext) -> SensorResult:
     seen = json.loads(context.cursor) if context.cursor else {}
@@ -31,6 +38,7 @@ def sis_inbox_sensor(context: SensorEvaluationContext) -> SensorResult:
             # one again, and so does one moved back in (say from failed/, after a fix)
             run_key=f"sis-inbox:{lea}:" + hashlib.sha256("|".join(sorted(files)).encode()).hexdigest()[:16],
             run_config={"ops": {"raw_sis_staff": {"config": {"lea_id": lea, "files": sorted(files)}}}},
+            asset_selection=SIS_RUN_ASSETS,
             tags={LEA_TAG: lea, "staff/sis_files": ", ".join(sorted(f.split("@")[0] for f in files))[:200]},
         )
         for lea, files in sorted(new.items())

@@ -9,9 +9,27 @@ import pandera.pandas as pa
 from dagster import Failure, MetadataValue
 
 
+def _cell(value: object) -> object:
+    """One value as a table cell shows it: a missing value blank, a date without a midnight time, and
+    text that cannot break the table (a rejected value may hold ``|`` or a line end)."""
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
+        return ""
+    if isinstance(value, pd.Timestamp) and value == value.normalize() and value.tzinfo is None:
+        return value.date().isoformat()
+    if isinstance(value, str):
+        return value.replace("|", "\\|").replace("\r\n", "⏎").replace("\n", "⏎").replace("\r", "⏎")
+    return value
+
+
+def markdown_text(frame: pd.DataFrame) -> str:
+    """A frame as Markdown table text, every cell made safe (:func:`_cell`)."""
+    cells = frame.astype(object).map(_cell)
+    return cells.to_markdown(index=False, disable_numparse=True)
+
+
 def markdown_table(frame: pd.DataFrame, empty: str = "_none_") -> MetadataValue:
     """A frame as a Markdown table for the UI (previews, per-LEA results, failure samples)."""
-    return MetadataValue.md(frame.to_markdown(index=False) if len(frame) else empty)
+    return MetadataValue.md(markdown_text(frame) if len(frame) else empty)
 
 
 def counts_table(counts: dict, key: str) -> MetadataValue:

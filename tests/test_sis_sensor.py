@@ -41,6 +41,17 @@ def test_new_files_request_one_run_per_lea_selecting_that_lea(drop: Drop) -> Non
             "100002": ["c.csv"],
         }[lea]
         assert request.run_key.startswith(f"sis-inbox:{lea}:")
+        # the Edu-V answers already landed are staged again, not pulled again for one LEA's file
+        assert {k.to_user_string() for k in request.asset_selection} == {
+            "raw_sis_staff",
+            "stg_eduv_employees",
+            "stg_eduv_employee_ids",
+            "stg_eduv_employee_roles",
+            "stg_sis_staff_assignments",
+            "staff",
+            "staff_contacts",
+            "staff_assignments",
+        }
     assert by_lea["100001"].tags["staff/sis_files"] == "a.csv, b.csv"
     assert sis_inbox_sensor.job_name == prepare_job.name == "prepare_staff_job"
 

@@ -103,15 +103,12 @@ class LandingResult:
     def failures(self) -> list[FileOutcome]:
         return [f for f in self.files if f.status == "failed"]
 
-    def markdown(self) -> str:
-        """Per-file table for Dagster metadata."""
-        if not self.files:
-            return "(no files in the inbox)"
-        frame = pd.DataFrame(
+    def frame(self) -> pd.DataFrame:
+        """One row per file, for Dagster metadata."""
+        return pd.DataFrame(
             [(f.lea_id, f.file_name, f.status, f.rows, f.bytes, f.encoding, f.message) for f in self.files],
             columns=["lea_id", "file", "status", "rows", "bytes", "encoding", "message"],
         )
-        return frame.to_markdown(index=False)
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
