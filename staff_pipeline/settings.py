@@ -67,6 +67,27 @@ def from_env(configured: str, variable: str, default: str = "") -> str:
     return configured or os.environ.get(variable) or default
 
 
+def key_pair(
+    names: tuple[str, str], suffix: str, configured: tuple[str, str], target: str
+) -> tuple[str, str]:
+    """A target's own key pair (``<NAME>_<suffix>``), else the ``configured`` one, else the optional
+    fallback pair (``<NAME>``), read when a run builds its client; with none it raises, naming the
+    variables to set.
+
+    Per-target keys are how WISEdata (one per LEA) and LinkIt (one per district) hand them out.
+    """
+    found = [
+        os.environ.get(f"{n}_{suffix}") or c or os.environ.get(n)
+        for n, c in zip(names, configured, strict=True)
+    ]
+    if not all(found):
+        raise ValueError(
+            f"no keys for {target}: set {names[0]}_{suffix} and {names[1]}_{suffix} "
+            f"(or the fallback {names[0]} / {names[1]})"
+        )
+    return found[0], found[1]
+
+
 def paths() -> Paths:
     """Resolve paths at call time, never at import time, so tests can repoint them."""
     return Paths(Path(os.environ.get("STAFF_DATA_DIR", REPO_ROOT / "data")).resolve())

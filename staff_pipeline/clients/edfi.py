@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -36,7 +35,7 @@ from staff_pipeline.http import (
     redact_text,
     send_with_retry,
 )
-from staff_pipeline.settings import from_env
+from staff_pipeline.settings import from_env, key_pair
 
 STANDIN_URL = "http://127.0.0.1:8101"  # the local stand-in's standard port
 TOKEN_MARGIN_SECONDS = 60.0
@@ -322,21 +321,12 @@ class EdFiResource(ConfigurableResource):
     def keys_for(self, lea_id: str | int) -> tuple[str, str]:
         """The LEA's own pair, else the fallback (this resource's, else ``EDFI_CLIENT_ID`` /
         ``EDFI_CLIENT_SECRET``): optional, since a WISEdata deployment has one key per LEA."""
-        lea = str(lea_id)
-        client_id = (
-            os.environ.get(f"EDFI_CLIENT_ID_{lea}") or self.client_id or os.environ.get("EDFI_CLIENT_ID")
+        return key_pair(
+            ("EDFI_CLIENT_ID", "EDFI_CLIENT_SECRET"),
+            str(lea_id),
+            (self.client_id, self.client_secret),
+            f"Ed-Fi LEA {lea_id}",
         )
-        secret = (
-            os.environ.get(f"EDFI_CLIENT_SECRET_{lea}")
-            or self.client_secret
-            or os.environ.get("EDFI_CLIENT_SECRET")
-        )
-        if not client_id or not secret:
-            raise ValueError(
-                f"no Ed-Fi key for LEA {lea}: set EDFI_CLIENT_ID_{lea} and EDFI_CLIENT_SECRET_{lea} "
-                "(or the fallback EDFI_CLIENT_ID / EDFI_CLIENT_SECRET)"
-            )
-        return client_id, secret
 
     def client_for(self, lea_id: str | int, pool_size: int = 8) -> EdFiClient:
         client_id, secret = self.keys_for(lea_id)

@@ -18,7 +18,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import re
 import threading
 import xml.etree.ElementTree as ET
@@ -41,7 +40,7 @@ from staff_pipeline.http import (
     redact_url,
     send_with_retry,
 )
-from staff_pipeline.settings import from_env
+from staff_pipeline.settings import from_env, key_pair
 
 log = logging.getLogger(__name__)
 
@@ -334,23 +333,12 @@ class LinkItResource(ConfigurableResource):
         return from_env(self.base_url, "STAFF_LINKIT_URL", STANDIN_URL)
 
     def keys_for(self, district: str) -> tuple[str, str]:
-        suffix = district.upper().replace("-", "_")
-        access = (
-            os.environ.get(f"LINKIT_ACCESS_KEY_{suffix}")
-            or self.access_key
-            or os.environ.get("LINKIT_ACCESS_KEY")
+        return key_pair(
+            ("LINKIT_ACCESS_KEY", "LINKIT_PRIVATE_KEY"),
+            district.upper().replace("-", "_"),
+            (self.access_key, self.private_key),
+            f"LinkIt district {district!r}",
         )
-        private = (
-            os.environ.get(f"LINKIT_PRIVATE_KEY_{suffix}")
-            or self.private_key
-            or os.environ.get("LINKIT_PRIVATE_KEY")
-        )
-        if not access or not private:
-            raise ValueError(
-                f"no LinkIt keys for district {district!r}: set LINKIT_ACCESS_KEY_{suffix} and "
-                f"LINKIT_PRIVATE_KEY_{suffix} (or LINKIT_ACCESS_KEY / LINKIT_PRIVATE_KEY)"
-            )
-        return access, private
 
     def client_for(self, district: str) -> LinkItClient:
         if self.signer not in SIGNERS:

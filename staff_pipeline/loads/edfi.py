@@ -281,17 +281,24 @@ def _send_one(client: EdFiClient, item: PlanItem, run_id: str) -> dict[str, Any]
         raise
     except ApiError as exc:
         answer, ok = EdFiAnswer(exc.status or 0, message=str(exc)), False
+    return _entry(item, run_id, answer.status, ok, answer.message, answer.resource_id or item.resource_id)
+
+
+def _entry(
+    item: PlanItem, run_id: str, status: int, ok: bool, message: str, resource_id: str | None
+) -> dict[str, Any]:
+    """A journal entry: the item and what became of it (``JOURNAL_COLUMNS``)."""
     return {
         "run_id": run_id,
         "resource": item.resource,
         "action": item.action,
         "identity_hash": item.identity_hash,
         "content_hash": item.content_hash,
-        "resource_id": answer.resource_id or item.resource_id,
+        "resource_id": resource_id,
         "body": item.body,
-        "status": answer.status,
+        "status": status,
         "ok": ok,
-        "message": answer.message,
+        "message": message,
     }
 
 
@@ -319,8 +326,8 @@ def send_plan(
     if posts:
         _send_phase(client, posts, journal, run_id, max_concurrency, entries, on_entry)
     deletes, superseded, withheld = _ready_deletes([i for i in items if i.action == "delete"], entries)
-    for item in superseded:
-        journal.append(_superseded_entry(item, run_id))
+    for item in superseded:  # nothing is sent; the old identity leaves the ledger (status 0: no request)
+        journal.append(_entry(item, run_id, 0, True, SUPERSEDED_MESSAGE, item.resource_id))
     if deletes:
         _send_phase(client, deletes, journal, run_id, max_concurrency, entries, on_entry)
     return Sent(entries, withheld, superseded)
@@ -352,23 +359,6 @@ def _ready_deletes(
         else:
             withheld.append(item)
     return ready, superseded, withheld
-
-
-def _superseded_entry(item: PlanItem, run_id: str) -> dict[str, Any]:
-    """The journal entry of a delete its replacement's POST made in place: nothing was sent, and the
-    old identity leaves the ledger (the record lives on under the new one)."""
-    return {
-        "run_id": run_id,
-        "resource": item.resource,
-        "action": item.action,
-        "identity_hash": item.identity_hash,
-        "content_hash": item.content_hash,
-        "resource_id": item.resource_id,
-        "body": item.body,
-        "status": 0,
-        "ok": True,
-        "message": SUPERSEDED_MESSAGE,
-    }
 
 
 def _send_phase(
