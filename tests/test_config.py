@@ -93,6 +93,18 @@ def test_school_without_edu_v_ids_is_a_sis_only_school(config_dir: Path) -> None
     assert row["eduv_org_id"] != row["eduv_org_id"]  # NaN: not queried in Edu-V
 
 
+@pytest.mark.parametrize("role", ["Leraar", "mentr"])
+def test_crosswalk_refuses_an_edu_v_role_the_reference_does_not_have(config_dir: Path, role: str) -> None:
+    path = config_dir / "role_crosswalk.csv"
+    path.write_text(
+        path.read_text() + f"eduv,{role},PO,Elementary Teacher,Teacher,TEACHER\n", encoding="utf-8"
+    )
+    with pytest.raises(
+        config.ConfigError, match=r"row \d+: an eduv source_role must be an Edu-V organisationRole"
+    ):
+        config.load_role_crosswalk(config_dir)
+
+
 def test_crosswalk_refuses_unknown_ed_fi_classification(config_dir: Path) -> None:
     path = config_dir / "role_crosswalk.csv"
     path.write_text(path.read_text() + "sis,XYZ,,Chief Wizard,Wizard,TEACHER\n", encoding="utf-8")

@@ -147,6 +147,17 @@ def _eduv_cases() -> list[tuple]:
             "timestamp_format",
             "epoch",
         ),
+        (  # whitespace beyond spaces is blank too: a tab-only ASI would pass as a LinkIt LocalCode
+            "tab-only user id",
+            employee(
+                18,
+                userIds=[{"userId": "eck-18", "userIdType": "eckId"}, {"userId": "\t", "userIdType": "ASI"}],
+            ),
+            "stg_eduv_employee_ids",
+            "user_id",
+            "required",
+            None,
+        ),
     ]
 
 
@@ -168,6 +179,9 @@ def _sis_cases() -> list[tuple]:
         ("unknown position", {"position_code": "CHEF"}, "position_code", "unknown_role", "CHEF"),
         ("state id", {"state_staff_id": "12 34"}, "state_staff_id", "id_format", "12 34"),
         ("local id length", {"local_staff_id": "L" * 51}, "local_staff_id", "too_long", "L" * 51),
+        ("tab-only local id", {"local_staff_id": "\t"}, "local_staff_id", "required", None),
+        ("tab in a local id", {"local_staff_id": "T\t9"}, "local_staff_id", "control_character", "T\t9"),
+        ("no-break space name", {"last_name": "\u00a0"}, "last_name", "required", None),
     ]
 
 

@@ -140,3 +140,22 @@ def test_a_person_whose_roles_all_ended_keeps_the_records_with_end_dates(edfi_st
     world.assign("p1", LEA_A, SCHOOL_A1, end=date(2026, 2, 1)).write()
     assert load_lea(lea_a_client, LEA_A)[ASSIGNMENTS].deleted == 2
     assert edfi_standin.records(ASSIGNMENTS) == []
+
+
+def test_far_off_dates_pass_the_mart_check_and_are_sent(edfi_standin, lea_a_client):
+    """9999-12-31 is a common "open end" and 0001-01-01 a legal date: neither may block the LEA."""
+    from staff_pipeline.metadata import validate_or_fail
+    from staff_pipeline.schemas.marts import mart_edfi_assignments
+
+    edfi_standin.add_staff(None, "1001")
+    world = Conformed().person("p1", "1001")
+    world.assign("p1", LEA_A, SCHOOL_A1, begin=date(1, 1, 1), end=date(9999, 12, 31))
+    world.assign("p1", LEA_A, SCHOOL_A2, "Secondary Teacher").write()  # open: a NULL end beside it
+    load_lea(lea_a_client, LEA_A, dry_run=True)  # builds the mart
+    with warehouse.connect() as con:
+        validate_or_fail(con.execute("SELECT * FROM mart_edfi_assignments").df(), mart_edfi_assignments, "x")
+    load_lea(lea_a_client, LEA_A)
+    assert _assignments(edfi_standin) == {
+        (SCHOOL_A1, "Elementary Teacher", "9999-12-30"),
+        (SCHOOL_A2, "Secondary Teacher", None),
+    }

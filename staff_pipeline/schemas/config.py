@@ -6,7 +6,13 @@ import re
 
 import pandera.pandas as pa
 
-from staff_pipeline.vocab import LINKIT_ROLES, ORG_ID_TYPES, SECTORS, staff_classifications
+from staff_pipeline.vocab import (
+    LINKIT_ROLES,
+    ORG_ID_TYPES,
+    ORGANISATION_ROLES,
+    SECTORS,
+    staff_classifications,
+)
 
 _SCHOOL_YEAR = re.compile(r"^(\d{4})-(\d{4})$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -83,6 +89,14 @@ role_crosswalk = pa.DataFrameSchema(
         "contact_title": pa.Column(str, pa.Check.str_length(1, 75)),
         "linkit_role": pa.Column(str, pa.Check.isin(LINKIT_ROLES), nullable=True),
     },
+    checks=[
+        # An Edu-V role is one of the reference's organisationRole values, exactly: a typo ("Leraar",
+        # "mentr") would load and then turn every such role into an unknown_role reject.
+        pa.Check(
+            lambda df: (df["source"] != "eduv") | df["source_role"].isin(ORGANISATION_ROLES),
+            error=f"an eduv source_role must be an Edu-V organisationRole ({', '.join(ORGANISATION_ROLES)})",
+        )
+    ],
     unique=["source", "source_role", "sector"],
     strict=True,
     coerce=True,

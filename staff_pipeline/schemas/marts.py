@@ -21,8 +21,10 @@ mart_edfi_assignments = pa.DataFrameSchema(
         "staff_classification_descriptor": pa.Column(
             str, pa.Check.isin([classification_uri(v) for v in staff_classifications()])
         ),
-        "begin_date": pa.Column("datetime64[us]", coerce=True),
-        "end_date": pa.Column("datetime64[us]", nullable=True, coerce=True),
+        # DuckDB hands dates over as microseconds, which hold any date of the contract; coercing to
+        # pandas' default nanoseconds would refuse an open end of 9999-12-31 and block the LEA.
+        "begin_date": pa.Column("datetime64[us]"),
+        "end_date": pa.Column("datetime64[us]", nullable=True),
         "position_title": pa.Column(str, pa.Check.str_length(1, EDFI_LIMITS["positionTitle"]), nullable=True),
         "order_of_assignment": pa.Column("int32", pa.Check.ge(1)),
         "full_time_equivalency": pa.Column(float, pa.Check.ge(0), nullable=True),

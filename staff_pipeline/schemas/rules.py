@@ -101,11 +101,16 @@ def _formula_sql() -> str:
     return f"({{column}} <> '' AND ord({{column}}) NOT IN ({codes}))"
 
 
+def no_control() -> pa.Check:
+    """Identifiers and codes hold no control characters (a tab or line end inside is a broken value)."""
+    return full_match(CONTROL_PATTERN, "control_character")
+
+
 def plain_text() -> list[pa.Check]:
     formula = column_rule(
         "formula_prefix", lambda s: _bools(s.str.fullmatch(FORMULA_PATTERN)), _formula_sql()
     )
-    return [full_match(CONTROL_PATTERN, "control_character"), formula]
+    return [no_control(), formula]
 
 
 def max_len(limit: int) -> pa.Check:

@@ -48,24 +48,24 @@ def _eduv_person_columns() -> dict[str, pa.Column]:
         "phone": _text(rules.phone(), rules.max_len(PHONE)),
         "mobile": _text(rules.phone(), rules.max_len(PHONE)),
         "status": _text(rules.one_of(EMPLOYEE_STATUSES), required=True),
-        "local_code": _text(rules.max_len(CODE)),
+        "local_code": _text(rules.max_len(CODE), rules.no_control()),
     }
 
 
 def _sis_person_columns() -> dict[str, pa.Column]:
     return {
-        "local_staff_id": _text(rules.max_len(CODE), required=True),
-        "state_staff_id": _text(rules.state_id(), rules.max_len(STATE_ID)),
+        "local_staff_id": _text(rules.max_len(CODE), rules.no_control(), required=True),
+        "state_staff_id": _text(rules.state_id(), rules.max_len(STATE_ID), rules.no_control()),
         "first_name": _text(rules.max_len(NAME), *rules.plain_text(), required=True),
         "middle_name": _text(rules.max_len(NAME), *rules.plain_text()),
         "last_name": _text(rules.max_len(NAME), *rules.plain_text(), required=True),
         "email": _text(rules.email(), rules.max_len(EMAIL)),
         "alt_email": _text(rules.email(), rules.max_len(EMAIL)),
         "phone": _text(rules.phone(), rules.max_len(PHONE)),
-        "school_code": _text(required=True),
-        "position_code": _text(required=True),
+        "school_code": _text(rules.no_control(), required=True),
+        "position_code": _text(rules.no_control(), required=True),
         "position_title": _text(rules.max_len(POSITION_TITLE), *rules.plain_text()),
-        "username": _text(rules.max_len(LINKIT_LIMITS["UserName"])),
+        "username": _text(rules.max_len(LINKIT_LIMITS["UserName"]), rules.no_control()),
     }
 
 
@@ -90,7 +90,7 @@ eduv_employee_rows = pa.DataFrameSchema(
 eduv_employee_id_rows = pa.DataFrameSchema(
     {
         "user_id_type": _text(rules.one_of(USER_ID_TYPES), required=True),
-        "user_id": _text(rules.max_len(255), required=True),
+        "user_id": _text(rules.max_len(255), rules.no_control(), required=True),
     },
     name="eduv_employee_id_rows",
 )

@@ -50,9 +50,14 @@ _ORGANISATION_SHAPE = (
 )
 
 
+# Space, tab, line ends, vertical tab, form feed and no-break space: DuckDB's trim() alone takes
+# spaces only, and a tab-only LocalCode or UserId would pass as a value.
+_WHITESPACE = "' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13) || chr(160)"
+
+
 def _clean(expr: str) -> str:
     """Blank and whitespace-only values are missing values."""
-    return f"NULLIF(trim({expr}), '')"
+    return f"NULLIF(trim({expr}, {_WHITESPACE}), '')"
 
 
 # DuckDB's casts are lenient (``infinity``, ``epoch``, ``2020-8-1``, a time part, two-digit years):
