@@ -158,6 +158,34 @@ def _eduv_cases() -> list[tuple]:
             "required",
             None,
         ),
+        (  # the organisation's secondary ids: a known type, exactly, and an id
+            "organisation id type",
+            employee(
+                19,
+                roles=[
+                    role(
+                        {
+                            **LAKEVIEW_ELEM,
+                            "organisationIds": [{"organisationId": "12AB", "organisationIdType": "oie_code"}],
+                        }
+                    )
+                ],
+            ),
+            "stg_eduv_employee_roles",
+            "organisation",
+            "enum",
+            "M:6f1c2a7e-3b1d-4c55-9a0e-0b9f1e2d3c41 I:oie_code:12AB",
+        ),
+        (
+            "organisation id missing",
+            employee(
+                20, roles=[role({**LAKEVIEW_ELEM, "organisationIds": [{"organisationIdType": "OIE_CODE"}]})]
+            ),
+            "stg_eduv_employee_roles",
+            "organisation",
+            "required",
+            "M:6f1c2a7e-3b1d-4c55-9a0e-0b9f1e2d3c41",  # the organisation as read: the id-less entry names nothing
+        ),
     ]
 
 

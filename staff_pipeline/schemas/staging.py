@@ -103,6 +103,9 @@ eduv_employee_role_rows = pa.DataFrameSchema(
     },
     checks=[
         rules.flag("unknown_school", "organisation", "school_known"),
+        # each of the organisation's secondary ids: a known organisationIdType, an organisationId
+        rules.flag("enum", "organisation", "org_id_types_known"),
+        rules.flag("required", "organisation", "org_ids_present"),
         rules.flag("unknown_role", "organisation_role", "role_known"),
         rules.parsed("begin_date", "date_format"),
         rules.parsed("end_date", "date_format"),

@@ -22,7 +22,7 @@ import duckdb
 
 from staff_pipeline.config import Settings, SisSettings, load_organisations, load_role_crosswalk
 from staff_pipeline.extract.sis_columns import CANONICAL
-from staff_pipeline.vocab import ORGANISATION_ROLES
+from staff_pipeline.vocab import ORG_ID_TYPES, ORGANISATION_ROLES
 from staff_pipeline.warehouse import table_exists
 
 USER_ID_PRIORITY = ("eckId", "NEPPI", "NEPRI", "eduID", "BPI", "ASI")
@@ -159,6 +159,7 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
     location: :func:`gate_source` and :func:`build_staged` take those from ``cand_eduv_employees``.
     """
     roles = ", ".join(f"'{r}'" for r in ORGANISATION_ROLES)
+    org_types = ", ".join(f"'{t}'" for t in ORG_ID_TYPES)
     priority = ", ".join(f"'{t}'" for t in USER_ID_PRIORITY)
     source = (
         "raw_eduv_employees"
@@ -207,7 +208,12 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
                             ELSE ['M:' || trim(o.organisationMasterIdentifier)] END,
                        list_transform(o.organisationIds,
                        lambda i: 'I:' || trim(i.organisationIdType) || ':' || trim(i.organisationId))
-                   ) AS refs
+                   ) AS refs,
+                   coalesce(list_bool_and(list_transform(o.organisationIds,
+                       lambda i: coalesce(trim(i.organisationIdType) IN ({org_types}), false))), true)
+                       AS org_id_types_known,
+                   coalesce(list_bool_and(list_transform(o.organisationIds,
+                       lambda i: {_clean("i.organisationId")} IS NOT NULL)), true) AS org_ids_present
             FROM (
                 SELECT org, organisation_role, json_transform(org, '{_ORGANISATION_SHAPE}') AS o
                 FROM (
@@ -226,6 +232,8 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
         ),
         schools AS (  -- a secondary id names a school; a master id the whole provider: the first wins
             SELECT k.org, k.organisation_role, array_to_string(k.refs, ' ') AS organisation,
+                   any_value(k.org_id_types_known) AS org_id_types_known,
+                   any_value(k.org_ids_present) AS org_ids_present,
                    arg_min(o.school_key, (starts_with(r.ref, 'M:'), o.school_key)) AS school_key,
                    arg_min(o.lea_id, (starts_with(r.ref, 'M:'), o.school_key)) AS lea_id,
                    arg_min(o.sector, (starts_with(r.ref, 'M:'), o.school_key)) AS sector
@@ -248,7 +256,7 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
                {_iso_date(_clean("rr.r.beginDate"))} AS begin_date__v,
                {_clean("rr.r.endDate")} AS end_date,
                {_iso_date(_clean("rr.r.endDate"))} AS end_date__v,
-               s.school_known, s.role_known
+               s.school_known, s.role_known, s.org_id_types_known, s.org_ids_present
         FROM roles rr
         JOIN resolved s ON s.org IS NOT DISTINCT FROM rr.r.organisation
                        AND s.organisation_role IS NOT DISTINCT FROM {_clean("rr.r.organisationRole")}
