@@ -184,7 +184,7 @@ def _eduv_cases() -> list[tuple]:
             "stg_eduv_employee_roles",
             "organisation",
             "required",
-            "M:6f1c2a7e-3b1d-4c55-9a0e-0b9f1e2d3c41",  # the organisation as read: the id-less entry names nothing
+            "M:6f1c2a7e-3b1d-4c55-9a0e-0b9f1e2d3c41",  # as read: the id-less entry names nothing
         ),
     ]
 
