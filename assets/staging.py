@@ -89,6 +89,8 @@ def staging(context: AssetExecutionContext, warehouse: WarehouseResource):
         previews = {t: preview(con, f'SELECT * FROM "{t}"', 5) for t in STAGED} if result.swapped else {}
     for table in STAGED:
         gate_meta = {"rows": result.rows[table], **rejected_metadata(*result.rejected.for_table(table))}
+        if table == "stg_eduv_employee_roles":
+            gate_meta["out_of_scope"] = markdown_table(result.out_of_scope)
         if result.swapped:
             yield MaterializeResult(
                 asset_key=table, metadata={**gate_meta, "preview": markdown_table(previews[table])}

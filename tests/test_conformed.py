@@ -8,8 +8,9 @@ from datetime import date
 import duckdb
 import pytest
 
-from staff_pipeline.config import SisSettings
+from staff_pipeline.config import SisSettings, load_settings
 from staff_pipeline.loads.edfi_mart import build_mart
+from staff_pipeline.transform.steps import stage
 from staff_pipeline.warehouse import connect
 from tests.raw_tables import (
     LAKEVIEW_ELEM,
@@ -356,3 +357,39 @@ def test_an_sis_that_writes_the_last_day_worked_has_its_end_dates_read_so(con) -
         "SELECT staff_unique_id, json_extract_string(body, '$.endDate') FROM mart_edfi_assignments ORDER BY 1"
     ).fetchall()
     assert sent == [("1000000001", "2026-01-15"), ("1000000002", "2026-01-14")]
+
+
+def test_a_provider_wide_answer_leaves_the_providers_other_schools_out_not_rejected(con) -> None:
+    """lakeview-high is asked by OIE_CODE with filterByOrgId false: the answer lists the whole board
+    (Onderwijsaanbieder), colleagues at its school 34CD (not configured here) included. They are out
+    of scope, not rejects: counted as such, they would fail the LEA's gate every night."""
+    other = {"organisationIds": [{"organisationId": "34CD", "organisationIdType": "OIE_CODE"}]}
+    raw = Raw(con)
+    raw.eduv(
+        "lakeview-high",
+        [
+            *(employee(n, roles=[role(LAKEVIEW_HIGH)]) for n in range(1, 11)),
+            *(employee(n, roles=[role(other)]) for n in range(11, 14)),  # the board's other school
+            employee(14, roles=[role(LAKEVIEW_HIGH), role(other, "mentor")]),  # at both
+        ],
+    )
+    raw.eduv(
+        "riverside-elem", [employee(20, roles=[role(RIVERSIDE_ELEM)]), employee(21, roles=[role(other)])]
+    )
+    staged = run_both(con, today=TODAY, max_rejected_share=1.0)
+    assert staged.swapped
+    rejected = con.execute("SELECT record_key, rule FROM rejected_rows").fetchall()
+    # riverside-elem filters to its own school (filterByOrgId true): a role elsewhere is unexpected
+    assert rejected == [("eduv:eckId:eck-21", "unknown_school")]
+    people = {r[0] for r in con.execute("SELECT record_key FROM stg_eduv_employees").fetchall()}
+    assert {f"eduv:eckId:eck-{n}" for n in (11, 12, 13)}.isdisjoint(people)
+    assert {f"eduv:eckId:eck-{n}" for n in (*range(1, 11), 14, 20, 21)} <= people
+    roles = con.execute(
+        "SELECT school_key, organisation_role FROM stg_eduv_employee_roles WHERE record_key = ?",
+        ["eduv:eckId:eck-14"],
+    ).fetchall()
+    assert roles == [("lakeview-high", "leraar")]
+    result = stage(con, "run-2", load_settings())  # what the staging asset's metadata shows
+    assert result.out_of_scope.to_dict("records") == [
+        {"school_key": "lakeview-high", "roles": 4, "employees": 3}
+    ]

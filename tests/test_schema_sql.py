@@ -107,11 +107,12 @@ def _frame_columns(schema: pa.DataFrameSchema) -> list[str]:
     """The schema's columns and those its frame checks read (``__v`` twins, SQL lookup flags)."""
     extra = {"record_key", "organisation", "begin_date__v", "end_date__v", "fte__v", "date_created__v"}
     extra |= {"date_last_modified__v", "school_known", "role_known", "person_known"}
+    extra |= {"org_id_types_known", "org_ids_present"}
     return [*schema.columns, *sorted(extra - set(schema.columns))]
 
 
 def _column(name: str, dtype: str | None, pool: list, rng: random.Random) -> pd.Series:
-    if name.endswith("_known") or dtype == "bool":
+    if name.endswith(("_known", "_present")) or dtype == "bool":
         return pd.Series([rng.random() < 0.85 for _ in range(ROWS)], dtype=bool)
     if (dtype or "").startswith("datetime") or name.endswith(("date__v", "created__v", "modified__v")):
         return pd.Series([rng.choice(DATES) for _ in range(ROWS)], dtype="datetime64[us]")

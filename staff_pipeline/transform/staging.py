@@ -120,11 +120,12 @@ def select_eduv_requests(con: duckdb.DuckDBPyConnection, min_employees: int) -> 
     """``eduv_requests_used``: per configured school, the request whose employees are staged.
 
     ``request_no`` numbers the requests so that candidate rows carry an integer, not the request id,
-    until a rejected row's location is spelled out.
+    until a rejected row's location is spelled out. ``board_wide``: the answer lists the whole
+    provider's (Onderwijsaanbieder's) employees, so roles at schools not configured here are expected.
     """
     con.execute(
         "CREATE OR REPLACE TEMP TABLE eduv_requests_used(school_key VARCHAR, lea_id BIGINT, "
-        "request_id VARCHAR, pulled BOOLEAN, request_no BIGINT)"
+        "request_id VARCHAR, pulled BOOLEAN, board_wide BOOLEAN, request_no BIGINT)"
     )
     if not table_exists(con, "raw_eduv_requests"):
         return
@@ -141,7 +142,11 @@ def select_eduv_requests(con: duckdb.DuckDBPyConnection, min_employees: int) -> 
             SELECT o.school_key, o.lea_id,
                    CASE WHEN l.ok AND l.employee_count >= $min THEN l.request_id ELSE a.request_id END
                        AS request_id,
-                   coalesce(l.ok AND l.employee_count >= $min, false) AS pulled
+                   coalesce(l.ok AND l.employee_count >= $min, false) AS pulled,
+                   -- the answer covers the whole provider: by master id, or filterByOrgId false (VO's
+                   -- default when it is not sent)
+                   o.eduv_org_master_id IS NOT NULL OR NOT coalesce(o.eduv_filter_by_org_id, o.sector = 'PO')
+                       AS board_wide
             FROM cfg_organisations o
             LEFT JOIN latest l ON l.school_key = o.school_key AND l.n = 1
             LEFT JOIN eduv_accepted_requests a ON a.school_key = o.school_key
@@ -149,6 +154,36 @@ def select_eduv_requests(con: duckdb.DuckDBPyConnection, min_employees: int) -> 
         SELECT *, row_number() OVER (ORDER BY school_key) FROM used
         """,
         {"min": min_employees},
+    )
+
+
+def _drop_out_of_scope(con: duckdb.DuckDBPyConnection) -> None:
+    """Roles at schools not configured here, in an answer that lists the whole provider, are out of
+    scope: not rejects (they are expected, and would fail the LEA's rejected share), not staged. An
+    employee all of whose roles are out of scope works at another school of the provider and is left
+    out whole. ``eduv_out_of_scope`` counts both per queried school, for the run's metadata; the raw
+    answer keeps them."""
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE eduv_out_of_scope AS
+        WITH roles AS (
+            SELECT element_id, count(*) AS roles, count(*) FILTER (WHERE NOT in_scope) AS out
+            FROM cand_eduv_employee_roles WHERE element_id IN (
+                SELECT element_id FROM cand_eduv_employee_roles WHERE NOT in_scope)
+            GROUP BY element_id
+        )
+        SELECT e.school_key, sum(r.out)::BIGINT AS roles,
+               count(*) FILTER (WHERE r.out = r.roles) AS employees,
+               list(e.element_id) FILTER (WHERE r.out = r.roles) AS elements
+        FROM roles r JOIN eduv_elements e USING (element_id)
+        GROUP BY e.school_key
+        """
+    )
+    if not con.execute("SELECT count(*) FROM eduv_out_of_scope").fetchall()[0][0]:
+        return
+    con.execute("DELETE FROM cand_eduv_employee_roles WHERE NOT in_scope")
+    con.execute(
+        "DELETE FROM eduv_elements WHERE element_id IN (SELECT unnest(elements) FROM eduv_out_of_scope)"
     )
 
 
@@ -177,18 +212,6 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
         JOIN eduv_requests_used u ON u.request_id = r.request_id AND u.school_key = r.school_key
         """
     )
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE cand_eduv_employee_ids AS
-        WITH t AS (
-            SELECT element_id, unnest(e.userIds) AS x, generate_subscripts(e.userIds, 1) - 1 AS id_no
-            FROM eduv_elements
-        )
-        SELECT element_id, id_no,
-               {_clean("x.userIdType")} AS user_id_type, {_clean("x.userId")} AS user_id
-        FROM t
-        """
-    )
     # A role's school and role check depend on its organisation and role name only, and roles name
     # few distinct pairs: each pair is resolved once. The organisation's references ('M:' master id,
     # 'I:type:id' secondary ids) resolve to the configured schools they name, a school named by a
@@ -198,7 +221,7 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
         f"""
         CREATE OR REPLACE TEMP TABLE cand_eduv_employee_roles AS
         WITH roles AS (
-            SELECT element_id, lea_id, unnest(e.organisationRoles) AS r,
+            SELECT element_id, request_no, lea_id, unnest(e.organisationRoles) AS r,
                    generate_subscripts(e.organisationRoles, 1) - 1 AS role_no
             FROM eduv_elements
         ),
@@ -256,10 +279,25 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
                {_iso_date(_clean("rr.r.beginDate"))} AS begin_date__v,
                {_clean("rr.r.endDate")} AS end_date,
                {_iso_date(_clean("rr.r.endDate"))} AS end_date__v,
-               s.school_known, s.role_known, s.org_id_types_known, s.org_ids_present
+               s.school_known, s.role_known, s.org_id_types_known, s.org_ids_present,
+               s.school_key IS NOT NULL OR NOT u.board_wide AS in_scope
         FROM roles rr
         JOIN resolved s ON s.org IS NOT DISTINCT FROM rr.r.organisation
                        AND s.organisation_role IS NOT DISTINCT FROM {_clean("rr.r.organisationRole")}
+        JOIN eduv_requests_used u ON u.request_no = rr.request_no
+        """
+    )
+    _drop_out_of_scope(con)
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE cand_eduv_employee_ids AS
+        WITH t AS (
+            SELECT element_id, unnest(e.userIds) AS x, generate_subscripts(e.userIds, 1) - 1 AS id_no
+            FROM eduv_elements
+        )
+        SELECT element_id, id_no,
+               {_clean("x.userIdType")} AS user_id_type, {_clean("x.userId")} AS user_id
+        FROM t
         """
     )
     # A person's record key is their first id of the most trusted type. An ASI is made by one

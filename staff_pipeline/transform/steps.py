@@ -30,6 +30,8 @@ class StepResult:
     failures: dict[str, pd.DataFrame] = field(default_factory=dict)
     rejected: gate.RowGateResult | None = None
     gate_results: pd.DataFrame | None = None
+    # per queried school: Edu-V roles and employees at schools not configured here (not rejects)
+    out_of_scope: pd.DataFrame | None = None
 
 
 def stage(
@@ -39,6 +41,9 @@ def stage(
     staging.register_config(con, config_dir)
     staging.build_candidates(con, settings)
     row_gate = gate.run_row_gate(con, run_id)
+    out_of_scope = con.execute(
+        "SELECT school_key, roles, employees FROM eduv_out_of_scope ORDER BY school_key"
+    ).df()
     staging.build_staged(con)
     failures = {}
     for table in staging.STAGED:
@@ -52,7 +57,9 @@ def stage(
     if swapped:
         extra = ("stg_lea_counts", "stg_eduv_requests_used")
         swap_in_all(con, {f"{t}__next": t for t in (*staging.STAGED, *extra)})
-    return StepResult(swapped=swapped, rows=rows, failures=failures, rejected=row_gate)
+    return StepResult(
+        swapped=swapped, rows=rows, failures=failures, rejected=row_gate, out_of_scope=out_of_scope
+    )
 
 
 def _gated(con: duckdb.DuckDBPyConnection, table: str) -> frozenset[str]:
