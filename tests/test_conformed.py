@@ -393,3 +393,28 @@ def test_a_provider_wide_answer_leaves_the_providers_other_schools_out_not_rejec
     assert result.out_of_scope.to_dict("records") == [
         {"school_key": "lakeview-high", "roles": 4, "employees": 3}
     ]
+
+
+def test_a_person_in_a_passing_and_a_refused_lea_keeps_what_the_refused_lea_gave(con) -> None:
+    """Lakeview (Edu-V) passes, Riverside's SIS export comes back header-only and is refused: the
+    person's WISEid, from Riverside's SIS, must stay, or both LEAs' Ed-Fi records would be deleted."""
+    raw = Raw(con)
+    people = [employee(n, roles=[role(LAKEVIEW_ELEM)]) for n in range(1, 21)]
+    riverside = [
+        sis_row(f"R{n}", school="RSE", state_staff_id=f"{1000000000 + n}", email=f"e{n}@school.example.nl")
+        for n in range(1, 21)
+    ]
+    raw.eduv("lakeview-elem", people)
+    raw.sis(100002, riverside)
+    run_both(con, "night-1")
+    assert con.execute("SELECT count(*), count(wiseid) FROM staff").fetchall() == [(20, 20)]
+    ids_before = con.execute("SELECT count(*) FROM staff_identifiers").fetchall()
+    before = _lea_rows(con, 100002)
+    raw.eduv("lakeview-elem", people)
+    raw.sis(100002, [])  # header-only: Riverside is refused, Lakeview passes
+    run_both(con, "night-2")
+    passed = dict(con.execute("SELECT lea_id, passed FROM gate_results WHERE run_id = 'night-2'").fetchall())
+    assert passed[100001] and not passed[100002]
+    assert con.execute("SELECT count(*), count(wiseid) FROM staff").fetchall() == [(20, 20)]
+    assert _lea_rows(con, 100002) == before
+    assert con.execute("SELECT count(*) FROM staff_identifiers").fetchall() == ids_before

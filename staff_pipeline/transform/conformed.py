@@ -253,6 +253,19 @@ def build_next(con: duckdb.DuckDBPyConnection, failed_leas: list[int], today: da
         con.execute(f"DROP TABLE {table}__cand")
 
 
+# staff columns a source of one LEA may alone provide (kept from before when that LEA is refused)
+_CARRIED_ATTRIBUTES = (
+    "wiseid",
+    "local_code",
+    "first_name",
+    "middle_name",
+    "family_name_prefix",
+    "last_name",
+    "preferred_first_name",
+    "primary_email",
+)
+
+
 def _carry_failed(con: duckdb.DuckDBPyConnection, failed_leas: list[int], today: date) -> None:
     """The ``__next`` tables from the candidates of the LEAs that passed and the previous rows of the rest."""
     con.execute(
@@ -299,17 +312,27 @@ def _carry_failed(con: duckdb.DuckDBPyConnection, failed_leas: list[int], today:
         "SELECT person_id FROM staff_assignments__next UNION SELECT person_id FROM staff_contacts__next "
         "EXCEPT SELECT person_id FROM _new_people"
     )
-    old_staff = (
-        f"UNION ALL BY NAME SELECT * FROM staff WHERE person_id IN ({carried_people})"
-        if previous["staff"]
-        else ""
+    # A new person with rows carried in a failed LEA too (in two LEAs, one refused): what that LEA's
+    # source gave them (a WISEid from its SIS, a name) is not in this run's data, so the previous
+    # values fill the gaps. Without them the WISEid went, and the Ed-Fi loads deleted the person's
+    # records in both LEAs, the refused one included.
+    straddling = (
+        "SELECT person_id FROM _new_people INTERSECT "
+        "(SELECT person_id FROM staff_assignments__next SEMI JOIN gate_failed USING (lea_id) "
+        "UNION SELECT person_id FROM staff_contacts__next SEMI JOIN gate_failed USING (lea_id))"
     )
-    con.execute(
-        "CREATE OR REPLACE TABLE staff__next AS "
-        f"SELECT * FROM staff__cand SEMI JOIN _new_people USING (person_id) {old_staff}"
-    )
+    gaps = ", ".join(f"coalesce(c.{column}, o.{column}) AS {column}" for column in _CARRIED_ATTRIBUTES)
+    new_staff = "SELECT * FROM staff__cand SEMI JOIN _new_people USING (person_id)"
+    if previous["staff"]:
+        new_staff = f"""
+            SELECT c.* REPLACE ({gaps})
+            FROM ({new_staff}) c
+            LEFT JOIN (SELECT * FROM staff WHERE person_id IN ({straddling})) o USING (person_id)
+            UNION ALL BY NAME SELECT * FROM staff WHERE person_id IN ({carried_people})
+        """
+    con.execute(f"CREATE OR REPLACE TABLE staff__next AS {new_staff}")
     old_ids = (
-        f"UNION SELECT * FROM staff_identifiers WHERE person_id IN ({carried_people})"
+        f"UNION SELECT * FROM staff_identifiers WHERE person_id IN ({carried_people} UNION {straddling})"
         if previous["staff_identifiers"]
         else ""
     )
