@@ -87,18 +87,29 @@ def _load_status_parts(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def _history_parts(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """One row per delivery, the failed and empty ones too (a header-only export, a school whose
+    request failed): the bookkeeping tables record every file and request, the row tables only rows."""
     parts = []
-    if table_exists(con, "raw_eduv_employees"):
+    if table_exists(con, "raw_eduv_requests"):
         parts.append(
-            "SELECT 'eduv' AS source, run_id, CAST(school_key AS VARCHAR) AS scope, count(*) AS rows, "
-            "min(extracted_at) AS arrived_at FROM raw_eduv_employees GROUP BY ALL"
+            "SELECT 'eduv' AS source, run_id, CAST(school_key AS VARCHAR) AS scope, request_id AS item, "
+            "CASE WHEN ok THEN 'landed' ELSE 'failed' END AS status, coalesce(employee_count, 0) AS rows, "
+            "extracted_at AS arrived_at, status_message AS message FROM raw_eduv_requests"
         )
-    if table_exists(con, "raw_sis_staff"):
+    if table_exists(con, "raw_sis_files"):
         parts.append(
-            "SELECT 'sis' AS source, run_id, CAST(lea_id AS VARCHAR) AS scope, count(*) AS rows, "
-            "min(landed_at) AS arrived_at FROM raw_sis_staff GROUP BY ALL"
+            "SELECT 'sis' AS source, run_id, CAST(lea_id AS VARCHAR) AS scope, file_name AS item, status, "
+            "rows, landed_at AS arrived_at, nullif(message, '') AS message FROM raw_sis_files"
         )
     return parts
+
+
+_LOAD_RUNS = """
+SELECT target, partition_key, run_id, count(*) AS requests, count(*) FILTER (WHERE ok) AS ok,
+       count(*) FILTER (WHERE NOT ok) AS failed, min(event_at) AS first_event_at,
+       max(event_at) AS last_event_at
+FROM load_events GROUP BY ALL
+"""
 
 
 VIEWS: tuple[View, ...] = (
@@ -187,7 +198,8 @@ VIEWS: tuple[View, ...] = (
     ),
     View(
         "load_status",
-        "Per target and partition (LEA or district): ledger records by outcome and the latest send.",
+        "Per target and partition (LEA or district): what the target holds now (ledger records by "
+        "outcome) and the latest successful send; failed requests are in load_runs.",
         (
             ("target", "VARCHAR"),
             ("partition_key", "VARCHAR"),
@@ -196,6 +208,21 @@ VIEWS: tuple[View, ...] = (
             ("last_sent_at", "TIMESTAMPTZ"),
         ),
         _load_status_parts,
+    ),
+    View(
+        "load_runs",
+        "Per target, partition and run: the requests sent, how many succeeded and failed (load_events).",
+        (
+            ("target", "VARCHAR"),
+            ("partition_key", "VARCHAR"),
+            ("run_id", "VARCHAR"),
+            ("requests", "BIGINT"),
+            ("ok", "BIGINT"),
+            ("failed", "BIGINT"),
+            ("first_event_at", "TIMESTAMPTZ"),
+            ("last_event_at", "TIMESTAMPTZ"),
+        ),
+        _when("load_events", sql=_LOAD_RUNS),
     ),
     View(
         "rejected",
@@ -219,13 +246,17 @@ VIEWS: tuple[View, ...] = (
     ),
     View(
         "history",
-        "What each source delivered on each run (the raw_* tables hold the rows themselves).",
+        "Each file and request each run handled, failed and empty ones included (the raw_* tables hold "
+        "the rows themselves).",
         (
             ("source", "VARCHAR"),
             ("run_id", "VARCHAR"),
             ("scope", "VARCHAR"),
+            ("item", "VARCHAR"),
+            ("status", "VARCHAR"),
             ("rows", "BIGINT"),
             ("arrived_at", "TIMESTAMPTZ"),
+            ("message", "VARCHAR"),
         ),
         _history_parts,
     ),
@@ -266,6 +297,17 @@ def add_views(con: duckdb.DuckDBPyConnection) -> None:
     con.executemany("INSERT INTO analytics_catalog VALUES (?, ?, ?, ?, ?)", rows)
 
 
+def _set_aside_wal(dst: Path) -> None:
+    """An analyst who opened the copy read-write (the CLI's default) and wrote to it leaves
+    ``<copy>.wal``: DuckDB would replay it onto the new copy, refuse ("WAL does not match"), and every
+    new connection would fail until that session closed. It is that session's scratch work on the old
+    copy, so it is moved aside (the session keeps writing to it, undisturbed)."""
+    wal = dst.with_name(f"{dst.name}.wal")
+    if wal.exists():
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        os.replace(wal, wal.with_name(f"{wal.name}.{stamp}.set-aside"))
+
+
 def publish(source: Path | None = None, target: Path | None = None) -> Path:
     """Copy the warehouse, add the views to the copy, then swap it in as the analysts' file."""
     src = source or paths().warehouse
@@ -276,6 +318,7 @@ def publish(source: Path | None = None, target: Path | None = None) -> Path:
         publish_analytics(src, staged)
         with connect(staged) as con:
             add_views(con)
+        _set_aside_wal(dst)
         os.replace(staged, dst)
     finally:
         staged.unlink(missing_ok=True)

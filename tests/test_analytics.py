@@ -12,6 +12,8 @@ import duckdb
 import pytest
 
 from assets.analytics import publish_analytics_job
+from staff_pipeline.extract import eduv, sis
+from staff_pipeline.loads.edfi import EVENTS_DDL
 from staff_pipeline.publish import VIEWS, publish
 from staff_pipeline.settings import paths
 from staff_pipeline.warehouse import WarehouseBusyError, connect
@@ -78,9 +80,23 @@ def _seed_everything(con: duckdb.DuckDBPyConnection) -> None:
         "'sis:100001:7' AS record_key, 'staff.csv:8' AS location, 'email' AS column_name, "
         "'email_format' AS rule, 'not-an-email' AS value, now() AS rejected_at"
     )
+    sis.ensure_tables(con)
+    eduv.ensure_tables(con)
     con.execute(
-        "CREATE TABLE raw_sis_staff AS SELECT 'r' || (i % 2) AS run_id, CAST(100001 AS BIGINT) AS lea_id, "
-        "now() AS landed_at FROM range(6) t(i)"
+        "INSERT INTO raw_sis_files (file_sha256, lea_id, file_name, rows, status, message, run_id, "
+        "landed_at) "
+        "VALUES ('a', 100001, 'staff.csv', 3, 'landed', '', 'r0', now() - INTERVAL 1 DAY), "
+        "('b', 100001, 'empty.csv', 0, 'landed', '', 'r1', now()), "
+        "('c', 100002, 'broken.csv', 0, 'failed', 'line 3: broken quoting', 'r1', now())"
+    )
+    con.execute(
+        "INSERT INTO raw_eduv_requests (request_id, run_id, school_key, ok, status_message, employee_count, "
+        "extracted_at) VALUES ('q1', 'r1', 'lakeview-elem', false, 'HTTP 500', NULL, now())"
+    )
+    con.execute(EVENTS_DDL)
+    con.execute(
+        "INSERT INTO load_events VALUES ('r1', 'edfi', '100001', 'x/1', 'create', true, 201, NULL, now()), "
+        "('r1', 'edfi', '100001', 'x/2', 'create', false, 500, 'boom', now())"
     )
 
 
@@ -132,10 +148,19 @@ def test_views_answer_the_analysts_questions() -> None:
         assert con.execute("SELECT rule, value FROM rejected").fetchall() == [
             ("email_format", "not-an-email")
         ]
-        assert con.execute("SELECT run_id, rows FROM history ORDER BY run_id").fetchall() == [
-            ("r0", 3),
-            ("r1", 3),
+        # every delivery, the empty and failed ones too
+        assert con.execute(
+            "SELECT run_id, source, scope, item, status, rows, message FROM history ORDER BY run_id, item"
+        ).fetchall() == [
+            ("r0", "sis", "100001", "staff.csv", "landed", 3, None),
+            ("r1", "sis", "100002", "broken.csv", "failed", 0, "line 3: broken quoting"),
+            ("r1", "sis", "100001", "empty.csv", "landed", 0, None),
+            ("r1", "eduv", "lakeview-elem", "q1", "failed", 0, "HTTP 500"),
         ]
+        # the failed request is in the run's counts (the ledgers hold successful sends only)
+        assert con.execute(
+            "SELECT target, partition_key, run_id, requests, ok, failed FROM load_runs"
+        ).fetchall() == [("edfi", "100001", "r1", 2, 1, 1)]
         catalog = dict(con.execute("SELECT view_name, available FROM analytics_catalog").fetchall())
     assert catalog == {view.name: True for view in VIEWS}
 
@@ -162,5 +187,48 @@ def test_views_exist_and_are_empty_when_their_tables_do_not_yet() -> None:
         "assignments_per_lea",
         "contacts",
         "history",
+        "load_runs",
         "rejected",
     ]
+
+
+ANALYST_WRITING = """
+import sys, duckdb
+con = duckdb.connect(sys.argv[1])  # read-write: the CLI's default without -readonly
+con.execute("SET checkpoint_threshold = '1GB'")  # keep the scratch table in the WAL
+con.execute("CREATE TABLE my_scratch AS SELECT * FROM current_staff")
+print("ready", flush=True)
+sys.stdin.readline()
+con.close()
+print("closed", flush=True)
+"""
+
+
+def test_an_analyst_writing_to_the_copy_does_not_lock_the_others_out_of_the_next_one() -> None:
+    """Its WAL would be replayed onto the new copy and refused ("WAL does not match"): every new
+    connection failed until that session closed. The WAL is set aside with the old copy."""
+    with connect() as con:
+        _seed(con, 10)
+    published = publish()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ANALYST_WRITING, str(published)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        assert published.with_name(f"{published.name}.wal").exists()
+        with connect() as con:
+            _seed(con, 20)
+        publish()
+        with duckdb.connect(str(published), read_only=True) as other:
+            assert other.execute("SELECT count(*) FROM current_staff").fetchone()[0] == 20
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "closed"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    with duckdb.connect(str(published), read_only=True) as later:  # after the writer closed, too
+        assert later.execute("SELECT count(*) FROM current_staff").fetchone()[0] == 20
