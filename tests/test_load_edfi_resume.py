@@ -9,10 +9,12 @@ import subprocess
 import sys
 import time
 
+import duckdb
 import pytest
 
 from staff_pipeline import warehouse
 from staff_pipeline.clients.edfi import EdFiClient
+from staff_pipeline.loads.edfi import fold_journal
 from staff_pipeline.loads.edfi_mart import ASSIGNMENTS, CONTACTS
 from staff_pipeline.loads.journal import Journal
 from staff_pipeline.settings import REPO_ROOT
@@ -114,3 +116,23 @@ def test_journal_skips_a_line_torn_by_a_kill_and_loads_into_duckdb(tmp_path):
         ]
     journal.clear()
     assert journal.entries() == []
+
+
+def test_a_fold_repeated_after_a_kill_adds_no_second_event(tmp_path):
+    """Killed between the fold's commit and the journal's removal: the next run folds the same
+    journal again, and every request is still one row of load_events (and of the ledger)."""
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    journal = Journal("edfi", "100001", root=tmp_path / "journal")
+    for i in range(3):
+        journal.append(
+            {"run_id": "r1", "resource": ASSIGNMENTS, "action": "create", "identity_hash": f"h{i}",
+             "content_hash": f"c{i}", "resource_id": f"id{i}", "body": "{}", "status": 201, "ok": True,
+             "message": ""}
+        )  # fmt: skip
+    journal.close()
+    kept = journal.path.read_bytes()
+    assert fold_journal(con, journal, 100001) == 3
+    journal.path.write_bytes(kept)  # the kill: committed, the journal not yet removed
+    assert fold_journal(con, journal, 100001) == 3
+    assert con.execute("SELECT count(*) FROM load_events").fetchone()[0] == 3
+    assert con.execute("SELECT count(*) FROM ledger_edfi").fetchone()[0] == 3

@@ -24,7 +24,7 @@ import duckdb
 from staff_pipeline.clients.edfi import EdFiAnswer, EdFiClient, TokenError
 from staff_pipeline.http import ApiError
 from staff_pipeline.loads.edfi_mart import ASSIGNMENTS, CONTACTS
-from staff_pipeline.loads.journal import Journal
+from staff_pipeline.loads.journal import Journal, append_events
 from staff_pipeline.loads.workers import run_workers
 
 ConnectFn = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
@@ -187,11 +187,11 @@ def fold_journal(con: duckdb.DuckDBPyConnection, journal: Journal, lea_id: int) 
             WHERE d.action <> 'delete'""",
             params,
         )
-        con.execute(
-            f"""INSERT INTO load_events (run_id, target, partition_key, record_key, action, ok, http_status,
-                   error, event_at)
-            SELECT run_id, '{TARGET}', $lea::VARCHAR, resource || '/' || identity_hash, action, ok, status,
-                   nullif(message, ''), journaled_at FROM _edfi_journal""",
+        append_events(
+            con,
+            f"""SELECT run_id, '{TARGET}' AS target, $lea::VARCHAR AS partition_key,
+                   resource || '/' || identity_hash AS record_key, action, ok, status AS http_status,
+                   nullif(message, '') AS error, journaled_at AS event_at FROM _edfi_journal""",
             params,
         )
         con.execute("COMMIT")

@@ -95,3 +95,23 @@ class Journal:
         """Forget the entries (call only after they are folded into the ledger and committed)."""
         self.close()
         self.path.unlink(missing_ok=True)
+
+
+EVENT_COLUMNS = "run_id, target, partition_key, record_key, action, ok, http_status, error, event_at"
+
+
+def append_events(con: duckdb.DuckDBPyConnection, rows_sql: str, params: Mapping[str, Any]) -> None:
+    """Append the journal's requests (``rows_sql``, giving :data:`EVENT_COLUMNS`) to ``load_events``,
+    each once: a fold repeated because the process died between its commit and the journal's
+    removal adds no second row. Only the runs being folded are compared, not the whole history."""
+    con.execute(
+        f"""
+        INSERT INTO load_events ({EVENT_COLUMNS})
+        WITH new AS ({rows_sql})
+        SELECT {EVENT_COLUMNS} FROM new
+        ANTI JOIN (SELECT run_id, target, partition_key, record_key, action, event_at FROM load_events
+                   WHERE run_id IN (SELECT DISTINCT run_id FROM new)) USING
+            (run_id, target, partition_key, record_key, action, event_at)
+        """,
+        params,
+    )

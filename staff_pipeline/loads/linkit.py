@@ -33,7 +33,7 @@ import pandas as pd
 from staff_pipeline import warehouse
 from staff_pipeline.clients.linkit import LinkItClient, LinkItError
 from staff_pipeline.http import ApiError, worth_retrying
-from staff_pipeline.loads.journal import Journal
+from staff_pipeline.loads.journal import Journal, append_events
 from staff_pipeline.loads.linkit_mart import FIELD_OF, LEAVING_RULES, LEDGER, MART, REJECTED, ensure_tables
 from staff_pipeline.loads.workers import run_workers
 
@@ -324,9 +324,10 @@ def fold_journal(con: duckdb.DuckDBPyConnection, journal: Journal, district: str
             """,
             params,
         )
-        con.execute(
-            "INSERT INTO load_events SELECT run_id, 'linkit', $district, local_code, action, ok, "
-            "http_status, error, journaled_at FROM lk_journal WHERE kind = 'done'",
+        append_events(
+            con,
+            "SELECT run_id, 'linkit' AS target, $district AS partition_key, local_code AS record_key, "
+            "action, ok, http_status, error, journaled_at AS event_at FROM lk_journal WHERE kind = 'done'",
             params,
         )
         con.execute("COMMIT")
