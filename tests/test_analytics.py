@@ -13,7 +13,7 @@ import pytest
 
 from assets.analytics import publish_analytics_job
 from staff_pipeline.extract import eduv, sis
-from staff_pipeline.loads.edfi import EVENTS_DDL
+from staff_pipeline.loads.journal import ensure_events
 from staff_pipeline.publish import VIEWS, publish
 from staff_pipeline.settings import paths
 from staff_pipeline.warehouse import WarehouseBusyError, connect
@@ -93,9 +93,10 @@ def _seed_everything(con: duckdb.DuckDBPyConnection) -> None:
         "INSERT INTO raw_eduv_requests (request_id, run_id, school_key, ok, status_message, employee_count, "
         "extracted_at) VALUES ('q1', 'r1', 'lakeview-elem', false, 'HTTP 500', NULL, now())"
     )
-    con.execute(EVENTS_DDL)
+    ensure_events(con)
     con.execute(
-        "INSERT INTO load_events VALUES ('r1', 'edfi', '100001', 'x/1', 'create', true, 201, NULL, now()), "
+        "INSERT INTO load_events (run_id, target, partition_key, record_key, action, ok, http_status, "
+        "error, event_at) VALUES ('r1', 'edfi', '100001', 'x/1', 'create', true, 201, NULL, now()), "
         "('r1', 'edfi', '100001', 'x/2', 'create', false, 500, 'boom', now())"
     )
 

@@ -128,6 +128,13 @@ def test_record_that_left_the_source_and_a_person_to_be_deleted_are_deleted(edfi
     assert reports[ASSIGNMENTS].deleted == 2 and reports[CONTACTS].deleted == 1
     assert {a[0] for a in _assignments(edfi_standin)} == {"W5"}
     assert edfi_standin.records(CONTACTS) == []
+    # the ledger forgets a deleted record; its event keeps what was removed, and the API's id
+    with warehouse.connect() as con:
+        deleted = con.execute(
+            "SELECT json_extract_string(body, '$.staffReference.staffUniqueId'), target_id IS NOT NULL, "
+            "content_hash IS NOT NULL FROM load_events WHERE action = 'delete' AND ok"
+        ).fetchall()
+    assert sorted(deleted) == [("W4", True, False)] * 3  # a delete sends no content
 
 
 def test_an_assignment_its_school_wants_removed_is_deleted_and_the_rest_stays(edfi_standin, lea_a_client):

@@ -24,7 +24,7 @@ import duckdb
 from staff_pipeline.clients.edfi import EdFiAnswer, EdFiClient, TokenError
 from staff_pipeline.http import ApiError
 from staff_pipeline.loads.edfi_mart import ASSIGNMENTS, CONTACTS
-from staff_pipeline.loads.journal import Journal, append_events
+from staff_pipeline.loads.journal import Journal, append_events, ensure_events
 from staff_pipeline.loads.workers import run_workers
 
 ConnectFn = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
@@ -34,10 +34,6 @@ TARGET = "edfi"
 LEDGER_DDL = """CREATE TABLE IF NOT EXISTS ledger_edfi (lea_id BIGINT, resource VARCHAR,
     identity_hash VARCHAR, content_hash VARCHAR, resource_id VARCHAR, body VARCHAR, http_status INTEGER,
     run_id VARCHAR, sent_at TIMESTAMPTZ)"""
-# Shared with the LinkIt load (same columns); record_key is "<resource>/<identity hash>".
-EVENTS_DDL = """CREATE TABLE IF NOT EXISTS load_events (run_id VARCHAR, target VARCHAR, partition_key VARCHAR,
-    record_key VARCHAR, action VARCHAR, ok BOOLEAN, http_status INTEGER, error VARCHAR,
-    event_at TIMESTAMPTZ)"""
 JOURNAL_COLUMNS = {
     "run_id": "VARCHAR",
     "resource": "VARCHAR",
@@ -147,7 +143,7 @@ class Sent:
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(LEDGER_DDL)
-    con.execute(EVENTS_DDL)
+    ensure_events(con)  # record_key: "<resource>/<identity hash>"
 
 
 def fold_journal(con: duckdb.DuckDBPyConnection, journal: Journal, lea_id: int) -> int:
@@ -191,7 +187,9 @@ def fold_journal(con: duckdb.DuckDBPyConnection, journal: Journal, lea_id: int) 
             con,
             f"""SELECT run_id, '{TARGET}' AS target, $lea::VARCHAR AS partition_key,
                    resource || '/' || identity_hash AS record_key, action, ok, status AS http_status,
-                   nullif(message, '') AS error, journaled_at AS event_at FROM _edfi_journal""",
+                   nullif(message, '') AS error, journaled_at AS event_at, resource_id AS target_id,
+                   content_hash, CASE WHEN action = 'delete' OR NOT ok THEN body END AS body
+            FROM _edfi_journal""",
             params,
         )
         con.execute("COMMIT")

@@ -97,7 +97,24 @@ class Journal:
         self.path.unlink(missing_ok=True)
 
 
-EVENT_COLUMNS = "run_id, target, partition_key, record_key, action, ok, http_status, error, event_at"
+# One row per request a load sent (both targets): with the target's id, the content hash sent and,
+# for a delete or a failure, the body (the record removed, or what was refused): the ledger keeps
+# only what the target holds now, so without it a deleted record could not be told afterwards.
+EVENTS_DDL = """CREATE TABLE IF NOT EXISTS load_events (run_id VARCHAR, target VARCHAR, partition_key VARCHAR,
+    record_key VARCHAR, action VARCHAR, ok BOOLEAN, http_status INTEGER, error VARCHAR,
+    event_at TIMESTAMPTZ, target_id VARCHAR, content_hash VARCHAR, body VARCHAR)"""
+_EVENTS_ADDED = {"target_id": "VARCHAR", "content_hash": "VARCHAR", "body": "VARCHAR"}
+EVENT_COLUMNS = (
+    "run_id, target, partition_key, record_key, action, ok, http_status, error, event_at, target_id, "
+    "content_hash, body"
+)
+
+
+def ensure_events(con: duckdb.DuckDBPyConnection) -> None:
+    """``load_events``, with the columns added since (a warehouse from before gains them, empty)."""
+    con.execute(EVENTS_DDL)
+    for column, kind in _EVENTS_ADDED.items():
+        con.execute(f"ALTER TABLE load_events ADD COLUMN IF NOT EXISTS {column} {kind}")
 
 
 def append_events(con: duckdb.DuckDBPyConnection, rows_sql: str, params: Mapping[str, Any]) -> None:

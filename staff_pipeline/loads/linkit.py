@@ -33,18 +33,13 @@ import pandas as pd
 from staff_pipeline import warehouse
 from staff_pipeline.clients.linkit import LinkItClient, LinkItError
 from staff_pipeline.http import ApiError, worth_retrying
-from staff_pipeline.loads.journal import Journal, append_events
+from staff_pipeline.loads.journal import Journal, append_events, ensure_events
 from staff_pipeline.loads.linkit_mart import FIELD_OF, LEAVING_RULES, LEDGER, MART, REJECTED, ensure_tables
 from staff_pipeline.loads.workers import run_workers
 
 log = logging.getLogger(__name__)
 
 TARGET = "linkit"
-EVENTS_DDL = """
-CREATE TABLE IF NOT EXISTS load_events (
-    run_id VARCHAR, target VARCHAR, partition_key VARCHAR, record_key VARCHAR, action VARCHAR,
-    ok BOOLEAN, http_status INTEGER, error VARCHAR, event_at TIMESTAMPTZ
-)"""
 JOURNAL_COLUMNS = {
     "seq": "BIGINT",
     "kind": "VARCHAR",
@@ -269,7 +264,7 @@ def fold_journal(con: duckdb.DuckDBPyConnection, journal: Journal, district: str
     a ``pending`` row, which makes the next run look the person up before creating.
     """
     ensure_tables(con)
-    con.execute(EVENTS_DDL)
+    ensure_events(con)
     if journal.to_table(con, "lk_journal", JOURNAL_COLUMNS) == 0:
         journal.clear()
         return 0
@@ -327,7 +322,9 @@ def fold_journal(con: duckdb.DuckDBPyConnection, journal: Journal, district: str
         append_events(
             con,
             "SELECT run_id, 'linkit' AS target, $district AS partition_key, local_code AS record_key, "
-            "action, ok, http_status, error, journaled_at AS event_at FROM lk_journal WHERE kind = 'done'",
+            "action, ok, http_status, error, journaled_at AS event_at, "
+            "CAST(user_id AS VARCHAR) AS target_id, content_hash, NULL AS body "
+            "FROM lk_journal WHERE kind = 'done'",
             params,
         )
         con.execute("COMMIT")
