@@ -50,14 +50,16 @@ _ORGANISATION_SHAPE = (
 )
 
 
-# Space, tab, line ends, vertical tab, form feed and no-break space: DuckDB's trim() alone takes
-# spaces only, and a tab-only LocalCode or UserId would pass as a value.
-_WHITESPACE = "' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13) || chr(160)"
+# Space, tab, line ends, vertical tab, form feed, no-break space: a value of nothing else is blank
+# (DuckDB's trim() takes spaces only, and a tab-only LocalCode passed as a value). A regex for that
+# test, then the plain trim, costs a third of trim() with a character set; a tab at the edge of a
+# real value stays, and the control_character rules refuse it where it matters.
+_BLANK = r"[\s\x0b\x{a0}]*"
 
 
 def _clean(expr: str) -> str:
     """Blank and whitespace-only values are missing values."""
-    return f"NULLIF(trim({expr}, {_WHITESPACE}), '')"
+    return f"CASE WHEN regexp_full_match({expr}, '{_BLANK}') THEN NULL ELSE trim({expr}) END"
 
 
 # DuckDB's casts are lenient (``infinity``, ``epoch``, ``2020-8-1``, a time part, two-digit years):
