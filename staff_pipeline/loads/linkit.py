@@ -285,7 +285,8 @@ def fold_journal(con: duckdb.DuckDBPyConnection, journal: Journal, district: str
                    coalesce(o.person_id, p.person_id) AS person_id,
                    o.user_id, o.user_name, o.role, h.content_hash, o.school_ids,
                    CASE WHEN o.n IS NULL OR p.n > o.n THEN 'pending' ELSE o.status END AS status,
-                   o.action AS last_action, coalesce(o.run_id, '') AS run_id
+                   o.action AS last_action, coalesce(o.run_id, '') AS run_id,
+                   o.journaled_at AS sent_at  -- when the answer came, not when it was folded
             FROM last_ok o FULL OUTER JOIN pending p USING (local_code)
             LEFT JOIN hashes h USING (local_code)
             """
@@ -299,7 +300,8 @@ def fold_journal(con: duckdb.DuckDBPyConnection, journal: Journal, district: str
                    coalesce(f.school_ids, l.school_ids) AS school_ids,
                    CASE WHEN f.status = 'pending' AND l.status IN ('active', 'inactive') THEN l.status
                         ELSE f.status END AS status,
-                   coalesce(f.last_action, l.last_action) AS last_action, f.run_id, now() AS updated_at
+                   coalesce(f.last_action, l.last_action) AS last_action, f.run_id,
+                   coalesce(f.sent_at, now()) AS updated_at
             FROM lk_fold f LEFT JOIN (SELECT * FROM {LEDGER} WHERE district = $district) l USING (local_code)
             """,
             params,
