@@ -191,6 +191,7 @@ def _sis_cases() -> list[tuple]:
         ("31 February", {"begin_date": "31/02/2025"}, "begin_date", "date_format", "31/02/2025"),
         ("two-digit year", {"begin_date": "8/15/24"}, "begin_date", "date_format", "8/15/24"),
         ("infinite end date", {"end_date": "infinity"}, "end_date", "date_format", "infinity"),
+        ("year 0000", {"begin_date": "0000-01-01"}, "begin_date", "date_format", "0000-01-01"),
         ("end before begin", {"end_date": "2024-08-01"}, "end_date", "date_order", "2024-08-01"),
         ("fte text", {"fte": "full"}, "fte", "number_format", "full"),
         ("fte range", {"fte": "1.5"}, "fte", "range", "1.5"),

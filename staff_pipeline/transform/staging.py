@@ -64,10 +64,11 @@ def _clean(expr: str) -> str:
 
 # DuckDB's casts are lenient (``infinity``, ``epoch``, ``2020-8-1``, a time part, two-digit years):
 # a value is parsed only when its text has the documented shape, so anything else is rejected.
-_ISO_DATE = r"\d{4}-\d{2}-\d{2}"
+_YEAR = r"(000[1-9]|00[1-9]\d|0[1-9]\d{2}|[1-9]\d{3})"  # 0001-9999: year 0000 would read as 1 BC
+_ISO_DATE = _YEAR + r"-\d{2}-\d{2}"
 _US_DATE = r"\d{1,2}/\d{1,2}/\d{4}"
 # RFC 3339 section 5.6 date-time: T and Z in either case, seconds, optional fraction, an offset.
-_RFC3339 = r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
+_RFC3339 = _YEAR + r"-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
 
 
 def _iso_date(expr: str) -> str:
