@@ -92,8 +92,8 @@ def conformed(context: AssetExecutionContext, warehouse: WarehouseResource):
             }
     missing = without_partition()
     if missing:
-        extra["not_loaded_until_reload"] = reload_hint(missing)
-        context.log.warning(reload_hint(missing))
+        extra["not_loaded_until_reload"] = hint = reload_hint(missing)
+        context.log.warning(hint)
     gates = result.gate_results
     failed_leas = gates.loc[~gates["passed"], ["lea_id", "reason"]]
     for table in TABLES:

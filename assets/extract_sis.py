@@ -20,7 +20,7 @@ class SisInboxConfig(Config):
     )
     files: list[str] = Field(
         default_factory=list,
-        description="Land only these files as the sensor saw them settled (name@mtime_ns:size); "
+        description="Land only these files as the sensor saw them settled (name@mtime_ns:size:ctime_ns); "
         "empty = every file in the folder. A file written since is left for the next tick.",
     )
 

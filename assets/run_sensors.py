@@ -25,6 +25,7 @@ from dagster import (
 )
 
 from assets.analytics import publish_analytics_job
+from assets.conformed import TABLES as MODEL_TABLES
 from assets.jobs import TARGET_TAG, edfi_load_job, linkit_load_job, prepare_job
 from staff_pipeline.alerts import WEBHOOK_ENV, StepFailure, failure_message, post_alert, secret_values
 from staff_pipeline.config import load_organisations
@@ -37,7 +38,7 @@ UPSTREAM_TAG = "staff/upstream_run"
 LEA_TAG = "staff/lea"
 """Set on a prepare run that handled one LEA only (e.g. a new SIS file): only its loads follow."""
 # The conformed model's assets (one step): a run that rebuilt them is followed by the loads.
-MODEL_KEYS = frozenset(AssetKey(name) for name in ("staff", "staff_contacts", "staff_assignments"))
+MODEL_KEYS = frozenset(AssetKey(name) for name in MODEL_TABLES)
 
 
 def rebuilt_the_model(run: DagsterRun) -> bool:

@@ -29,10 +29,11 @@ con.close()
 
 
 @contextmanager
-def analyst_session(path: Path) -> Iterator[subprocess.Popen]:
-    """Another process holding ``path`` open read-only, as the duckdb CLI would; yields once it holds it."""
+def analyst_session(path: Path, script: str = ANALYST) -> Iterator[subprocess.Popen]:
+    """Another process holding ``path`` open (read-only unless ``script`` says otherwise), as the
+    duckdb CLI would."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", ANALYST, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", script, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     try:
         yield proc
@@ -211,13 +212,7 @@ def test_an_analyst_writing_to_the_copy_does_not_lock_the_others_out_of_the_next
     with connect() as con:
         _seed(con, 10)
     published = publish()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", ANALYST_WRITING, str(published)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with analyst_session(published, ANALYST_WRITING) as proc:
         assert proc.stdout.readline().strip() == "ready"
         assert published.with_name(f"{published.name}.wal").exists()
         with connect() as con:
@@ -228,8 +223,5 @@ def test_an_analyst_writing_to_the_copy_does_not_lock_the_others_out_of_the_next
         proc.stdin.write("\n")
         proc.stdin.flush()
         assert proc.stdout.readline().strip() == "closed"
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
     with duckdb.connect(str(published), read_only=True) as later:  # after the writer closed, too
         assert later.execute("SELECT count(*) FROM current_staff").fetchone()[0] == 20

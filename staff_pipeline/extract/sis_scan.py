@@ -207,8 +207,8 @@ def scan_records(path: Path, delimiter: str) -> Layout:
             ends = nl[is_end]
             outside = dl[((parity + np.searchsorted(q, dl)) & 1) == 0]
             bare_cr = cr[((parity + np.searchsorted(q, cr)) & 1) == 0]
-            after = np.append(a, [_LF])[bare_cr + 1]
-            lone = bare_cr[(after != _LF) & (bare_cr + 1 < len(a))]
+            after = np.append(a, [_LF])[bare_cr + 1]  # a CR ending the chunk: checked with the next one
+            lone = bare_cr[after != _LF]
             if len(lone):
                 raise _lone_cr(newlines + int(np.searchsorted(nl, lone[0])) + 1)
             pending_cr = newlines + len(nl) + 1 if len(bare_cr) and bare_cr[-1] == len(a) - 1 else None
