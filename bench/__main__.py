@@ -382,12 +382,13 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+STAGE_HEAD = "Per-stage benchmarks ("
 STAGE_BENCHES = ("generate", "extract_eduv", "extract_sis", "conform", "load_edfi", "load_linkit")
 
 
 def stage_benches(people: int) -> str:
     """Run the stage owners' benchmarks (``bench/<stage>.py``) at ``people`` and keep what they print."""
-    parts = [f"Per-stage benchmarks (`python -m bench.<stage> --people {people}`), as they print them"]
+    parts = [f"{STAGE_HEAD}`python -m bench.<stage> --people {people}`), as they print them"]
     for name in STAGE_BENCHES:
         print(f"bench: bench.{name} --people {people:,} ...", flush=True)
         started = time.perf_counter()
@@ -404,6 +405,13 @@ def stage_benches(people: int) -> str:
         else:
             parts.append(f"### bench.{name} ({wall:.0f} s)\n{done.stdout.strip()}")
     return "\n\n".join(parts)
+
+
+def kept_stage_benches() -> str:
+    """The per-stage section bench/README.md holds now: a run that skips those benchmarks keeps
+    their latest figures rather than dropping them."""
+    text = README.read_text(encoding="utf-8") if README.exists() else ""
+    return text[text.index(STAGE_HEAD) :].strip() if STAGE_HEAD in text else ""
 
 
 def write_readme(text: str) -> None:
@@ -443,8 +451,9 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_readme:
         results = load_saved()
     text = f"Latest runs, per scale:\n{table(results)}"
-    if not args.no_stage_benches:
-        text += "\n\n" + stage_benches(args.stage_people)
+    stages = kept_stage_benches() if args.no_stage_benches else stage_benches(args.stage_people)
+    if stages:
+        text += "\n\n" + stages
     print(text)
     if not args.no_readme:
         write_readme(text)
