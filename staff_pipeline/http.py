@@ -12,6 +12,7 @@ client's hot path of many small requests to one host. Both go through :func:`sen
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -27,7 +28,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -59,6 +60,18 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
         if secret:
             out = out.replace(secret, "<redacted>")
     return out
+
+
+def basic_auth_forms(user: str, password: str) -> list[str]:
+    """The forms a Basic credential takes on the wire, for redaction: the password itself, percent
+    encoded, and the base64 ``Authorization: Basic`` value (an error page may echo the header)."""
+    if not password:
+        return []
+    forms = [password, quote(password, safe="")]
+    for pair in ((user, password), (quote(user, safe=""), quote(password, safe=""))):
+        forms.append(base64.b64encode(":".join(pair).encode("latin-1", "replace")).decode("ascii"))
+        forms.append(base64.b64encode(":".join(pair).encode("utf-8")).decode("ascii"))
+    return list(dict.fromkeys(forms))
 
 
 class ApiError(RuntimeError):

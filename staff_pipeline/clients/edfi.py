@@ -30,6 +30,7 @@ from staff_pipeline.http import (
     ApiError,
     RetryPolicy,
     TransportResponse,
+    basic_auth_forms,
     make_session,
     pin_environment,
     redact_text,
@@ -134,6 +135,7 @@ class EdFiClient:
         self.data_url = self.base_url + data_path
         self._client_id = client_id
         self._secret = client_secret
+        self._secret_forms = basic_auth_forms(client_id, client_secret)  # as an error page may echo it
         self.timeout = timeout
         self.policy = policy or RetryPolicy()
         self.session = make_session(pool_size)
@@ -196,7 +198,7 @@ class EdFiClient:
                 self._shared.value = None
 
     def _redact(self, text: str) -> str:
-        return redact_text(text, [self._secret, self._shared.value or ""])
+        return redact_text(text, [*self._secret_forms, self._shared.value or ""])
 
     # -- requests ----------------------------------------------------------------------------------
     def request(

@@ -30,7 +30,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from dagster import ConfigurableResource
 
-from staff_pipeline.http import ApiError, RetryPolicy, make_session, redact_text, send_with_retry
+from staff_pipeline.http import (
+    ApiError,
+    RetryPolicy,
+    basic_auth_forms,
+    make_session,
+    redact_text,
+    send_with_retry,
+)
 from staff_pipeline.settings import from_env
 from staff_pipeline.vocab import EDUV_SCOPES
 
@@ -112,7 +119,8 @@ class EduVClient:
         self.client_id = client_id
         self._secret = client_secret
         self._key = load_private_key(private_key) if private_key else None
-        self._secrets = [s for s in (client_secret, private_key) if s]  # + every token: redact()
+        # + every token: redact(). The secret also in the forms Basic auth puts on the wire.
+        self._secrets = [*basic_auth_forms(client_id, client_secret), *([private_key] if private_key else [])]
         self.scopes = scopes
         self.timeout = (connect_timeout, timeout)
         self.policy = policy or RetryPolicy()
