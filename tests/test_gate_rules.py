@@ -457,3 +457,16 @@ def test_a_role_naming_its_provider_and_its_school_goes_to_the_school(con, raw) 
     assert con.execute("SELECT school_key, organisation_role FROM stg_eduv_employee_roles").fetchall() == [
         ("lakeview-high", "leraar")
     ]
+
+
+def test_two_ids_of_the_top_type_key_the_person_by_the_first_in_the_element(con, raw) -> None:
+    """The record key is the first id of the most trusted type in the element's order, not whichever
+    the aggregate met first: a key that changed between runs would delete and recreate the person."""
+    ids = [
+        {"userId": "n-1", "userIdType": "NEPPI"},
+        {"userId": "z-first", "userIdType": "eckId"},
+        {"userId": "a-second", "userIdType": "eckId"},
+    ]
+    raw.eduv("lakeview-elem", [employee(1, userIds=ids, roles=[role(LAKEVIEW_ELEM)])])
+    assert stage(con, "run", load_settings()).swapped
+    assert con.execute("SELECT record_key FROM stg_eduv_employees").fetchall() == [("eduv:eckId:z-first",)]

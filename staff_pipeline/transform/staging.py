@@ -309,11 +309,14 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
         f"""
         CREATE OR REPLACE TEMP TABLE cand_eduv_employees AS
         WITH ranked AS (
-            SELECT element_id, user_id_type, user_id, list_position([{priority}], user_id_type) AS priority
+            SELECT element_id, user_id_type, user_id, list_position([{priority}], user_id_type) AS priority,
+                   id_no
             FROM cand_eduv_employee_ids
         ),
-        record_keys AS (
-            SELECT element_id, arg_min(user_id_type || ':' || user_id, priority) AS key,
+        record_keys AS (  -- two ids of the top type: the first in the element, not whichever comes
+                          -- first in the scan (the key would change from run to run)
+            SELECT element_id,
+                   arg_min(user_id_type || ':' || user_id, (priority::BIGINT << 32) + id_no) AS key,
                    max(user_id) FILTER (WHERE user_id_type = 'ASI') AS local_code
             FROM ranked WHERE priority > 0 AND user_id IS NOT NULL
             GROUP BY element_id
