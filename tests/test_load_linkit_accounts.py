@@ -138,3 +138,34 @@ def test_the_account_holder_keeps_a_local_code_a_newcomer_also_claims(linkit_sta
     assert table("SELECT person_id, rule FROM mart_linkit_rejected") == [("p1", "duplicate_local_code")]
     assert report.outcomes == {"unchanged": 2}
     assert _accounts(linkit_standin)["L5"] == ("existing", "Active")
+
+
+def test_a_leaver_whose_row_also_breaks_a_rule_is_still_deactivated(linkit_standin) -> None:
+    staff, assignments = _people(("p1", "L1", "ann@x.org"), ("p2", "L2", "bob@x.org"))
+    write_conformed(staff, assignments)
+    mart_and_load(linkit_standin)
+    staff[0] |= {"status": "leaving", "primary_email": "x" * 95 + "@example.org"}  # over LinkIt's 100
+    write_conformed(staff, assignments)
+    report = mart_and_load(linkit_standin, share=1.0)
+    rules = table("SELECT rule FROM mart_linkit_rejected WHERE person_id = 'p1' ORDER BY 1")
+    assert rules == [("leaving",), ("too_long",)]
+    assert report.plan == {"deactivate": 1} and report.outcomes["deactivated"] == 1
+    assert _accounts(linkit_standin)["L1"] == ("ann", "Inactive")
+
+
+def test_a_local_code_reused_in_the_run_its_holder_leaves_is_not_handed_over(linkit_standin) -> None:
+    """The holder is still a person of the model (their roles ended): the account is theirs and is
+    deactivated; a holder gone from the model altogether was renumbered, and keeps it (see above)."""
+    staff, assignments = _people(("p1", "L1", "leaver@x.org"), ("p2", "L2", "bob@x.org"))
+    write_conformed(staff, assignments)
+    mart_and_load(linkit_standin)
+    assignments[0]["active"] = False  # p1 leaves, and the SIS gives L1 to a newcomer the same night
+    staff.append(staff_row("p9", "L1", primary_email="new@x.org"))
+    assignments.append(assignment("p9"))
+    write_conformed(staff, assignments)
+    report = mart_and_load(linkit_standin, share=1.0)
+    [error] = report.failures
+    assert "LocalCode L1 belongs to the deactivated LinkIt account" in error and "person p1" in error
+    assert _accounts(linkit_standin) == {"L1": ("leaver", "Inactive"), "L2": ("bob", "Active")}
+    ledger = table("SELECT person_id, status FROM ledger_linkit WHERE local_code = 'L1'")
+    assert ledger == [("p1", "inactive")]

@@ -70,6 +70,9 @@ SELECT coalesce(m.local_code, l.local_code) AS local_code, coalesce(m.person_id,
        CASE
          WHEN m.person_id IS NULL THEN CASE
            WHEN l.status NOT IN ('active', 'pending') THEN NULL
+           -- the holder is leaving: deactivated, even if a row of theirs also broke a rule
+           WHEN EXISTS (SELECT 1 FROM {REJECTED} r WHERE r.district = $district
+                        AND r.person_id = l.person_id AND r.rule = 'leaving') THEN 'deactivate'
            WHEN EXISTS (SELECT 1 FROM {REJECTED} r WHERE r.district = $district
                         AND (r.person_id = l.person_id OR r.local_code = l.local_code)
                         AND r.rule NOT IN {LEAVING_RULES}) THEN 'keep'

@@ -238,7 +238,8 @@ def build_mart(
 
 def _match_accounts(con: duckdb.DuckDBPyConnection) -> None:
     """``lk_accounts``: per candidate, the ledger row of their account (``account_code``), or the
-    deactivated account of another person that holds their LocalCode (``blocked_*``).
+    closed account of another person that holds their LocalCode (``blocked_*``): deactivated, or
+    deactivated this run because its holder, still in the model, leaves (it stays theirs).
 
     An active account holding the LocalCode is the person's even under another person id (identity
     renumbered them; LocalCode is what LinkIt pairs). A person whose LocalCode has no account keeps
@@ -257,15 +258,21 @@ def _match_accounts(con: duckdb.DuckDBPyConnection) -> None:
               AND l.local_code NOT IN (SELECT local_code FROM lk_candidates WHERE local_code IS NOT NULL)
               AND c.local_code NOT IN (SELECT local_code FROM lk_ledger)
             GROUP BY c.person_id
+        ),
+        staying AS (SELECT person_id FROM lk_candidates WHERE status IS DISTINCT FROM 'leaving'),
+        closing AS (  -- closed: inactive, or its holder is still a person of the model but leaves the
+                      -- district this run (a holder gone from the model was renumbered by identity)
+            SELECT b.*, b.status = 'inactive'
+                        OR coalesce(b.holder IN (SELECT person_id FROM staff)
+                                    AND b.holder NOT IN (SELECT person_id FROM staying), false) AS closed
+            FROM by_code b
         )
         SELECT c.person_id,
-               CASE WHEN b.holder = c.person_id OR b.status <> 'inactive' THEN b.local_code
+               CASE WHEN b.holder = c.person_id OR NOT b.closed THEN b.local_code
                     ELSE m.local_code END AS account_code,
-               CASE WHEN b.holder <> c.person_id AND b.status = 'inactive' THEN b.user_id END
-                   AS blocked_user_id,
-               CASE WHEN b.holder <> c.person_id AND b.status = 'inactive' THEN b.holder END
-                   AS blocked_person_id
-        FROM lk_candidates c LEFT JOIN by_code b USING (person_id) LEFT JOIN moved m USING (person_id)
+               CASE WHEN b.holder <> c.person_id AND b.closed THEN b.user_id END AS blocked_user_id,
+               CASE WHEN b.holder <> c.person_id AND b.closed THEN b.holder END AS blocked_person_id
+        FROM lk_candidates c LEFT JOIN closing b USING (person_id) LEFT JOIN moved m USING (person_id)
         """
     )
 
