@@ -7,7 +7,7 @@ from datetime import date
 
 from staff_pipeline import warehouse
 from staff_pipeline.clients.edfi import EdFiClient
-from staff_pipeline.loads.edfi import WITHHELD_REASON, load_resource
+from staff_pipeline.loads.edfi import MOVE_WITHHELD_REASON, WITHHELD_REASON, load_resource
 from staff_pipeline.loads.edfi_mart import ASSIGNMENTS, CHOICE_REASON, CONTACTS, build_mart
 from staff_pipeline.loads.edfi_reconcile import reconcile
 from staff_pipeline.standins.edfi import EdFiStandIn
@@ -63,6 +63,44 @@ def test_key_change_whose_new_post_fails_keeps_the_old_record(edfi_standin, lea_
     assert [w.method for w in edfi_standin.writes()[before:]] == ["POST", "DELETE"]
     assert (report.created, report.deleted, report.withheld) == (1, 1, {})
     assert _assignments(edfi_standin) == {(SCHOOL_A1, "Kindergarten Teacher", None)}
+
+
+def test_a_move_whose_new_school_refuses_the_post_keeps_the_old_record(edfi_standin, lea_a_client):
+    """The school is part of the key: a move is insert-then-delete too (WISEdata), so the person is
+    never left with no record because the new school's POST was refused."""
+    edfi_standin.add_staff(None, "W4")
+    Conformed().person("p4", "W4").assign("p4", LEA_A, SCHOOL_A1).write()
+    load_lea(lea_a_client, LEA_A)
+    edfi_standin.classifications = frozenset({"Elementary Teacher"})  # the new role is refused
+    Conformed().person("p4", "W4").assign("p4", LEA_A, SCHOOL_A2, "Kindergarten Teacher").write()
+    before = len(edfi_standin.writes())
+    report = load_lea(lea_a_client, LEA_A)[ASSIGNMENTS]
+    assert [(w.method, w.status) for w in edfi_standin.writes()[before:]] == [("POST", 400)]
+    assert _assignments(edfi_standin) == {(SCHOOL_A1, "Elementary Teacher", None)}
+    assert report.withheld == {MOVE_WITHHELD_REASON: 1} and _ledger_count(ASSIGNMENTS) == 1
+
+    edfi_standin.classifications = frozenset({"Elementary Teacher", "Kindergarten Teacher"})
+    before = len(edfi_standin.writes())
+    report = load_lea(lea_a_client, LEA_A)[ASSIGNMENTS]
+    assert [w.method for w in edfi_standin.writes()[before:]] == ["POST", "DELETE"]
+    assert _assignments(edfi_standin) == {(SCHOOL_A2, "Kindergarten Teacher", None)}
+    assert report.withheld == {}
+
+
+def test_records_the_api_answered_without_an_id_are_still_deleted(edfi_standin, lea_a_client):
+    """A 200 ("Updated") answer documents an ETag, not a Location: ledger rows without an id must not
+    count as sharing a kept record's id, or their deletes are never sent."""
+    for wiseid in ("W7", "W8"):
+        edfi_standin.add_staff(None, wiseid)
+    world = Conformed().person("p7", "W7").person("p8", "W8")
+    world.assign("p7", LEA_A, SCHOOL_A1).assign("p8", LEA_A, SCHOOL_A1).write()
+    load_lea(lea_a_client, LEA_A)
+    with warehouse.connect() as con:  # as if both POSTs had been answered 200 without a Location
+        con.execute("UPDATE ledger_edfi SET resource_id = NULL WHERE resource = ?", [ASSIGNMENTS])
+    Conformed().person("p7", "W7").assign("p7", LEA_A, SCHOOL_A1).write()  # p8 leaves
+    report = load_lea(lea_a_client, LEA_A)[ASSIGNMENTS]
+    assert report.deleted == 1 and report.replaced_in_place == 0
+    assert [r["staffReference"]["staffUniqueId"] for r in edfi_standin.records(ASSIGNMENTS)] == ["W7"]
 
 
 def test_a_choice_schools_email_is_not_sent_anywhere_and_is_listed(edfi_standin):

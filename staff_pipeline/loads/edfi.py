@@ -53,9 +53,14 @@ IDENTITY_QUERY = {
 }
 # What pairs a key change's new record with the old one: the same person at the same education
 # organisation (for an assignment the school, for a contact the edorg it is placed on).
-_PAIR = """json_extract_string(body, '$.staffReference.staffUniqueId') || '|'
+_PERSON = "json_extract_string(body, '$.staffReference.staffUniqueId')"
+_PAIR = f"""{_PERSON} || '|'
     || json_extract_string(body, '$.educationOrganizationReference.educationOrganizationId')"""
 WITHHELD_REASON = "DELETE not sent: the key change's new record failed to POST, so the old record stays"
+MOVE_WITHHELD_REASON = (
+    "DELETE not sent: the person's record at another education organisation failed to POST, and this "
+    "was their last record"
+)
 # A key change the API made in place (see _ready_deletes): journaled, never sent; 0 = no request.
 SUPERSEDED_MESSAGE = (
     "DELETE not sent: the new record's POST updated this same record (identity matched without case)"
@@ -76,6 +81,12 @@ class PlanItem:
     # For a delete: its record id is also the id of a record that stays (an earlier run's key change
     # that the API made in place, see _ready_deletes), so there is nothing to send.
     shares_kept_id: bool = False
+    # For a delete: the person (staffUniqueId), the identity hashes of their creates of this resource
+    # at any education organisation (a move to another school is a key change too: WISEdata inserts
+    # the new record, then deletes the old), and whether a record of theirs stays as it is.
+    person: str | None = None
+    person_creates: tuple[str, ...] = ()
+    person_keeps: bool = False
 
 
 @dataclass
@@ -225,21 +236,28 @@ def make_plan(con: duckdb.DuckDBPyConnection, lea_id: int) -> Plan:
             ), replacements AS (
               SELECT resource, {_PAIR} AS pair, list(identity_hash ORDER BY identity_hash) AS hashes
               FROM changes WHERE action = 'create' GROUP BY ALL
-            ), kept_ids AS (  -- the ids of the records that stay
-              SELECT resource, resource_id FROM ledger SEMI JOIN desired USING (resource, identity_hash)
-            )
+            ), person_creates AS (
+              SELECT resource, {_PERSON} AS person, list(identity_hash ORDER BY identity_hash) AS hashes
+              FROM changes WHERE action = 'create' GROUP BY ALL
+            ), kept AS (SELECT * FROM ledger SEMI JOIN desired USING (resource, identity_hash)),
+            kept_ids AS (  -- the ids of the records that stay (a row without one shares nothing)
+              SELECT resource, resource_id FROM kept WHERE resource_id IS NOT NULL
+            ), kept_people AS (SELECT DISTINCT resource, {_PERSON} AS person FROM kept)
             SELECT resource, action, identity_hash, content_hash, body, resource_id, []::VARCHAR[], false,
-                   0 AS phase
+                   0 AS phase, NULL, []::VARCHAR[], false
             FROM changes
             UNION ALL
             SELECT l.resource, 'delete', l.identity_hash, NULL, l.body, l.resource_id,
                    coalesce(r.hashes, []::VARCHAR[]),
-                   coalesce((l.resource, l.resource_id) IN (SELECT (resource, resource_id) FROM kept_ids),
-                            false),
-                   1
-            FROM (SELECT *, {_PAIR} AS pair
+                   -- a tuple IN treats NULLs as equal: a row without an id is never a kept one
+                   l.resource_id IS NOT NULL AND coalesce(
+                       (l.resource, l.resource_id) IN (SELECT (resource, resource_id) FROM kept_ids), false),
+                   1, l.person, coalesce(pc.hashes, []::VARCHAR[]), k.person IS NOT NULL
+            FROM (SELECT *, {_PAIR} AS pair, {_PERSON} AS person
                   FROM ledger l ANTI JOIN desired d USING (resource, identity_hash)) l
             LEFT JOIN replacements r USING (resource, pair)
+            LEFT JOIN person_creates pc USING (resource, person)
+            LEFT JOIN kept_people k USING (resource, person)
             ORDER BY resource = '{CONTACTS}', phase, identity_hash""",
         params,
     ).fetchall()
@@ -251,7 +269,10 @@ def make_plan(con: duckdb.DuckDBPyConnection, lea_id: int) -> Plan:
         ).fetchall()
     )
     in_ledger = con.execute("SELECT count(*) FROM ledger_edfi WHERE lea_id = $lea", params).fetchall()[0][0]
-    items = [PlanItem(r[0], r[1], r[2], r[3], r[4], r[5], tuple(r[6]), bool(r[7])) for r in rows]
+    items = [
+        PlanItem(*r[:6], tuple(r[6]), bool(r[7]), r[9], tuple(r[10]), bool(r[11]))  # r[8]: the phase
+        for r in rows
+    ]
     return Plan(int(lea_id), items, desired, int(in_ledger))
 
 
@@ -356,7 +377,21 @@ def _ready_deletes(
             ready.append(item)
         else:
             withheld.append(item)
-    return ready, superseded, withheld
+    # A move: the person's new records elsewhere all failed, and nothing else of theirs stays (kept,
+    # posted, or an old record withheld above): their last record is not deleted either.
+    kept_by_withheld = {(i.resource, i.person) for i in withheld}
+
+    def last_record_of_a_move(i: PlanItem) -> bool:
+        return (
+            bool(i.person_creates)
+            and not i.person_keeps
+            and not any((i.resource, h) in posted for h in i.person_creates)
+            and (i.resource, i.person) not in kept_by_withheld
+        )
+
+    moves_withheld = [i for i in ready if last_record_of_a_move(i)]
+    ready = [i for i in ready if not last_record_of_a_move(i)]
+    return ready, superseded, withheld + moves_withheld
 
 
 def _send_phase(
@@ -405,7 +440,9 @@ def summarise(
         else:
             report.updated += 1
     report.failed = dict(failed)
-    report.withheld = dict(Counter(WITHHELD_REASON for _ in withheld))
+    report.withheld = dict(
+        Counter(WITHHELD_REASON if i.replaced_by else MOVE_WITHHELD_REASON for i in withheld)
+    )
     report.replaced_in_place = sum(1 for _ in superseded)
     return report
 
