@@ -10,7 +10,7 @@ import pytest
 
 from staff_pipeline import warehouse
 from staff_pipeline.clients.edfi import EdFiClient, forget_tokens
-from staff_pipeline.loads.edfi_mart import ASSIGNMENTS, CONTACTS
+from staff_pipeline.loads.edfi_mart import ASSIGNMENTS, CONTACTS, build_mart
 from staff_pipeline.loads.edfi_reconcile import reconcile
 from staff_pipeline.standins.edfi import EdFiStandIn
 from tests.fixtures_edfi import (
@@ -356,3 +356,21 @@ def test_a_ledger_holding_one_record_under_two_identities_does_not_delete_it(cas
     with warehouse.connect() as con:
         ids = con.execute("SELECT identity_hash FROM ledger_edfi WHERE resource = ?", [CONTACTS]).fetchall()
     assert ("old-identity",) not in ids and len(ids) == 1
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_the_contact_title_is_the_first_assignments_whatever_the_row_order(reverse: bool) -> None:
+    """The title is in the contact's key: one that flipped with row order would POST a new contact
+    and DELETE the old one night after night."""
+    roles = [
+        {"begin": date(2020, 8, 15), "end": date(2024, 7, 1), "contact_title": "Teacher"},
+        {"begin": date(2024, 8, 15), "contact_title": "Lead Teacher"},
+    ]
+    world = Conformed().person("p1", "W1")
+    for r in reversed(roles) if reverse else roles:
+        world.assign("p1", LEA_A, SCHOOL_A1, **r)
+    world.email("p1", LEA_A, SCHOOL_A1, "p1@lea1.example").write()
+    with warehouse.connect() as con:
+        build_mart(con, LEA_A)
+        titles = con.execute("SELECT contact_title FROM mart_edfi_contacts").fetchall()
+    assert titles == [("Teacher",)]

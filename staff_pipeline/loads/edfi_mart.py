@@ -120,13 +120,16 @@ FROM ordered
 
 _CONTACT_PLACEMENT = f"""
 CREATE OR REPLACE TEMP TABLE _edfi_contact_placement AS
-WITH titles AS (  -- the contact title of a person's first assignment at each school
+WITH titles AS (  -- the contact title of a person's first assignment at each school: the title is
+                  -- in the contact's key, so the pick must not depend on row order (the begin date
+                  -- ties an assignment to its own candidate row, then the smallest title wins)
   SELECT c.person_id, m.education_organization_id AS school_id,
-         arg_min(c.contact_title, m.order_of_assignment) AS contact_title,
+         arg_min(c.contact_title, (m.order_of_assignment, c.contact_title)) AS contact_title,
          min(m.order_of_assignment) AS first_order, any_value(m.staff_unique_id) AS staff_unique_id
   FROM mart_edfi_assignments m
   JOIN _edfi_candidates c ON c.person_id = m.person_id AND c.school_id = m.education_organization_id
    AND '{STAFF_CLASSIFICATION_NAMESPACE}#' || c.staff_classification = m.staff_classification_descriptor
+   AND c.begin_date = m.begin_date
   WHERE m.lea_id = $lea AND c.reason IS NULL
   GROUP BY ALL
 ), home AS (
