@@ -44,6 +44,21 @@ def worth_retrying(status: int | None) -> bool:
     return not status or status in RETRY_STATUSES
 
 
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def api_base_url(url: str, api: str) -> str:
+    """``url`` without a trailing slash, refused unless it is HTTPS or on this machine: keys, secrets
+    and tokens go with every request, and TLS verification is only worth anything over TLS (the local
+    stand-ins serve plain HTTP on loopback)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK):
+        return url.rstrip("/")
+    raise ValueError(
+        f"{api} URL {redact_url(url)!r} must be https:// (plain http only on 127.0.0.1 or localhost)"
+    )
+
+
 def redact_url(url: str) -> str:
     """Drop the query string: LinkIt puts its access key and tag there, others may too."""
     parts = urlsplit(url)

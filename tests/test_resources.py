@@ -55,18 +55,18 @@ def test_each_build_of_the_resources_reads_the_environment_of_that_moment(
         with pytest.raises(ValueError, match=r"EDUV_PRIVATE_KEY .*or EDUV_CLIENT_SECRET"):
             first.eduv.client()
 
-    monkeypatch.setenv("STAFF_EDUV_URL", "http://eduv.example:1/")
-    monkeypatch.setenv("STAFF_EDFI_URL", "http://edfi.example:2")
-    monkeypatch.setenv("STAFF_LINKIT_URL", "http://linkit.example:3")
+    monkeypatch.setenv("STAFF_EDUV_URL", "https://eduv.example:1/")
+    monkeypatch.setenv("STAFF_EDFI_URL", "https://edfi.example:2")
+    monkeypatch.setenv("STAFF_LINKIT_URL", "https://linkit.example:3")
     monkeypatch.setenv("EDUV_PRIVATE_KEY", eduv_private_pem)
     target = _elsewhere(tmp_path, monkeypatch)
     with build_resources(defs.resources) as second:
         with second.eduv.client() as client:
-            assert client.base_url == "http://eduv.example:1"
+            assert client.base_url == "https://eduv.example:1"
             assert client.client_id == "eduv_client_id-value"
-            assert client.token_url == "http://eduv.example:1/oauth/token"
-        assert second.edfi.client_for(LEA_A).base_url == "http://edfi.example:2"
-        assert second.linkit.client_for("lakeview").base_url == "http://linkit.example:3"
+            assert client.token_url == "https://eduv.example:1/oauth/token"
+        assert second.edfi.client_for(LEA_A).base_url == "https://edfi.example:2"
+        assert second.linkit.client_for("lakeview").base_url == "https://linkit.example:3"
         with second.warehouse.connect() as con:
             con.execute("CREATE TABLE probe (x INT)")
     assert target.exists()
@@ -152,3 +152,24 @@ def test_keys_per_lea_and_district_alone_are_enough(monkeypatch: pytest.MonkeyPa
     with build_resources(defs.resources) as built:  # the fallback pair, read when the run builds a client
         assert built.edfi.keys_for(100002) == ("state", "state-secret")
         assert built.edfi.keys_for(LEA_A) == ("lea-a", "secret-a")
+
+
+@pytest.mark.parametrize(
+    "url", ["http://eduv.example", "http://10.0.0.5:8080", "ftp://127.0.0.1", "eduv.example"]
+)
+def test_a_client_refuses_plain_http_to_another_machine(url: str) -> None:
+    """Secrets and tokens go with every request: only TLS, or loopback (the local stand-ins)."""
+    from staff_pipeline.clients.edfi import EdFiClient
+    from staff_pipeline.clients.eduv import EduVClient
+    from staff_pipeline.clients.linkit import LinkItClient
+
+    for make in (
+        lambda: EduVClient(url, "id", client_secret="s"),
+        lambda: EduVClient("https://eduv.example", "id", client_secret="s", token_url=url),
+        lambda: EdFiClient(url, "id", "s"),
+        lambda: LinkItClient(url, "access", "private"),
+    ):
+        with pytest.raises(ValueError, match="must be https://"):
+            make()
+    for allowed in ("https://api.example", "http://127.0.0.1:8101", "http://localhost:1"):
+        EdFiClient(allowed, "id", "s").close()

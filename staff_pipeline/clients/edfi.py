@@ -30,6 +30,7 @@ from staff_pipeline.http import (
     ApiError,
     RetryPolicy,
     TransportResponse,
+    api_base_url,
     basic_auth_forms,
     make_session,
     pin_environment,
@@ -131,7 +132,7 @@ class EdFiClient:
     ) -> None:
         if not client_id or not client_secret:
             raise ApiError("Ed-Fi credentials are missing (EDFI_CLIENT_ID / EDFI_CLIENT_SECRET)")
-        self.base_url = base_url.rstrip("/")
+        self.base_url = api_base_url(base_url, "Ed-Fi")
         self.data_url = self.base_url + data_path
         self._client_id = client_id
         self._secret = client_secret

@@ -33,6 +33,7 @@ from dagster import ConfigurableResource
 from staff_pipeline.http import (
     ApiError,
     RetryPolicy,
+    api_base_url,
     basic_auth_forms,
     make_session,
     redact_text,
@@ -114,8 +115,10 @@ class EduVClient:
             raise ValueError(
                 "Edu-V needs EDUV_PRIVATE_KEY (private_key_jwt) or EDUV_CLIENT_SECRET; neither is set"
             )
-        self.base_url = base_url.rstrip("/")
-        self.token_url = token_url or f"{self.base_url}/oauth/token"
+        self.base_url = api_base_url(base_url, "Edu-V")
+        self.token_url = (
+            api_base_url(token_url, "Edu-V token") if token_url else f"{self.base_url}/oauth/token"
+        )
         self.client_id = client_id
         self._secret = client_secret
         self._key = load_private_key(private_key) if private_key else None

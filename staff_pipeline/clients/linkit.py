@@ -34,6 +34,7 @@ from staff_pipeline.http import (
     ApiError,
     RetryPolicy,
     TransportResponse,
+    api_base_url,
     make_session,
     pin_environment,
     redact_text,
@@ -170,7 +171,7 @@ class LinkItClient:
             raise ValueError(f"response_format must be json or xml, got {response_format!r}")
         if not access_key or not private_key:
             raise ValueError("LinkIt access key and private key are required")
-        self.base_url = base_url.rstrip("/")
+        self.base_url = api_base_url(base_url, "LinkIt")
         self._access_key = access_key
         self._encoded_key = urlencode([("accesskey", access_key)])
         self._private_key = private_key
