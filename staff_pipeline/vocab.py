@@ -37,7 +37,13 @@ LINKIT_LIMITS = {
     "LocalCode": 50,
     "StateCode": 100,
 }
-EDFI_LIMITS = {"staffUniqueId": 32, "positionTitle": 100, "contactTitle": 75, "electronicMailAddress": 128}
+EDFI_LIMITS = {
+    "staffUniqueId": 32,
+    "positionTitle": 100,
+    "contactTitle": 75,
+    "electronicMailAddress": 128,
+    "firstName": 75,  # the Staff resource's names (WISEdata fills it from WISEid)
+}
 STAFF_CLASSIFICATION_NAMESPACE = "uri://ed-fi.org/StaffClassificationDescriptor"
 
 _DESCRIPTORS_FILE = REPO_ROOT / "staff_pipeline" / "edfi_staff_classification_descriptors.txt"

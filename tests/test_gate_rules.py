@@ -57,11 +57,11 @@ def _eduv_cases() -> list[tuple]:
         ("given name", employee(5, givenName=None), "stg_eduv_employees", "given_name", "required", None),
         (
             "name length",
-            employee(6, familyName="x" * 51),
+            employee(6, familyName="x" * 76),
             "stg_eduv_employees",
             "family_name",
             "too_long",
-            "x" * 51,
+            "x" * 76,
         ),
         (
             "timestamp",
@@ -470,3 +470,13 @@ def test_two_ids_of_the_top_type_key_the_person_by_the_first_in_the_element(con,
     raw.eduv("lakeview-elem", [employee(1, userIds=ids, roles=[role(LAKEVIEW_ELEM)])])
     assert stage(con, "run", load_settings()).swapped
     assert con.execute("SELECT record_key FROM stg_eduv_employees").fetchall() == [("eduv:eckId:z-first",)]
+
+
+def test_a_name_over_linkits_limit_but_within_ed_fis_is_not_rejected_at_the_gate(con, raw) -> None:
+    """LinkIt takes 50 characters, Ed-Fi's Staff 75: the person still goes to Ed-Fi, and the LinkIt
+    mart lists them (too_long) instead of the gate taking them out of both targets."""
+    long_name = "Van Oldenbarnevelt-Hohenzollern-Sigmaringen-Wittelsbach"  # 55 characters
+    raw.eduv("lakeview-elem", [employee(1, familyName=long_name, roles=[role(LAKEVIEW_ELEM)])])
+    assert stage(con, "run", load_settings()).swapped
+    assert con.execute("SELECT family_name FROM stg_eduv_employees").fetchall() == [(long_name,)]
+    assert _rejected(con) == []

@@ -24,9 +24,10 @@ from staff_pipeline.vocab import (
     USER_ID_TYPES,
 )
 
-NAME = LINKIT_LIMITS["FirstName"]
-# The widest target's limit (Ed-Fi electronicMailAddress, 128): a valid Ed-Fi email is not rejected
-# at the gate for being over LinkIt's 100; the LinkIt mart lists that one person instead.
+# The widest target's limits (Ed-Fi's 75 for a name, 128 for an email): a person is not rejected at
+# the gate, and so left out of Ed-Fi too, for a value over LinkIt's 50 or 100; the LinkIt mart lists
+# that one person instead (too_long, never truncated).
+NAME = EDFI_LIMITS["firstName"]
 EMAIL = EDFI_LIMITS["electronicMailAddress"]
 PHONE = LINKIT_LIMITS["PhoneNumber"]
 CODE = LINKIT_LIMITS["LocalCode"]
