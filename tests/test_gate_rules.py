@@ -480,3 +480,14 @@ def test_a_name_over_linkits_limit_but_within_ed_fis_is_not_rejected_at_the_gate
     assert stage(con, "run", load_settings()).swapped
     assert con.execute("SELECT family_name FROM stg_eduv_employees").fetchall() == [(long_name,)]
     assert _rejected(con) == []
+
+
+def test_the_alias_that_tells_namesakes_apart_is_staged(con, raw) -> None:
+    twins = [
+        employee(1, givenName="Jan", familyName="Jansen", alias="Jan (gym)", roles=[role(LAKEVIEW_ELEM)]),
+        employee(2, givenName="Jan", familyName="Jansen", alias=" ", roles=[role(LAKEVIEW_ELEM)]),
+    ]
+    raw.eduv("lakeview-elem", twins)
+    assert stage(con, "run", load_settings()).swapped
+    staged = con.execute("SELECT given_name, alias FROM stg_eduv_employees ORDER BY alias NULLS LAST")
+    assert staged.fetchall() == [("Jan", "Jan (gym)"), ("Jan", None)]  # blank is missing

@@ -45,6 +45,7 @@ def _eduv_person_columns() -> dict[str, pa.Column]:
         "preferred_first_name": _text(rules.max_len(NAME), *rules.plain_text()),
         "family_name_prefix": _text(rules.max_len(NAME), *rules.plain_text()),
         "family_name": _text(rules.max_len(NAME), *rules.plain_text(), required=True),
+        "alias": _text(rules.max_len(NAME), *rules.plain_text()),
         "email": _text(rules.email(), rules.max_len(EMAIL)),
         "phone": _text(rules.phone(), rules.max_len(PHONE)),
         "mobile": _text(rules.phone(), rules.max_len(PHONE)),

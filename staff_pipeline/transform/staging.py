@@ -36,7 +36,7 @@ CANDIDATES = {name: f"cand_{name.removeprefix('stg_')}" for name in STAGED}
 
 _EMPLOYEE_SHAPE = (
     '{"givenName":"VARCHAR","preferredFirstName":"VARCHAR","familyNamePrefix":"VARCHAR",'
-    '"familyName":"VARCHAR","email":"VARCHAR","phone":"VARCHAR","mobile":"VARCHAR","status":"VARCHAR",'
+    '"familyName":"VARCHAR","alias":"VARCHAR","email":"VARCHAR","phone":"VARCHAR","mobile":"VARCHAR","status":"VARCHAR",'
     '"dateCreated":"VARCHAR","dateLastModified":"VARCHAR",'
     '"userIds":[{"userId":"VARCHAR","userIdType":"VARCHAR"}],'
     '"organisationRoles":[{"organisationRole":"VARCHAR","beginDate":"VARCHAR","endDate":"VARCHAR",'
@@ -329,6 +329,7 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
                {_clean("el.e.preferredFirstName")} AS preferred_first_name,
                {_clean("el.e.familyNamePrefix")} AS family_name_prefix,
                {_clean("el.e.familyName")} AS family_name,
+               {_clean("el.e.alias")} AS alias,  -- tells apart people of the same name, on screen
                lower({_clean("el.e.email")}) AS email,
                {_clean("el.e.phone")} AS phone, {_clean("el.e.mobile")} AS mobile,
                {_clean("el.e.status")} AS status,
@@ -494,7 +495,7 @@ def build_staged(con: duckdb.DuckDBPyConnection) -> None:
         """
         CREATE OR REPLACE TABLE stg_eduv_employees__next AS
         SELECT record_key, element_id AS record_no, school_key, given_name, preferred_first_name,
-               family_name_prefix, family_name, email, phone, mobile, status,
+               family_name_prefix, family_name, alias, email, phone, mobile, status,
                date_created__v AS date_created, date_last_modified__v AS date_last_modified, local_code
         FROM cand_eduv_employees c SEMI JOIN eduv_accepted a ON a.record_no = c.element_id
         """
