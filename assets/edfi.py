@@ -7,6 +7,7 @@ the client) and WISEids, never keys or tokens.
 Not ``from __future__ import annotations``: Dagster reads the ``context`` annotation at runtime.
 """
 
+import duckdb
 import pandas as pd
 from dagster import (
     AssetExecutionContext,
@@ -50,14 +51,18 @@ class EdFiLoadConfig(Config):
 )
 def edfi_mart(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
     lea = int(context.partition_key)
-    with warehouse.connect() as con:
-        counts = build_mart(con, lea)
+
+    def contract(con: duckdb.DuckDBPyConnection) -> None:
         for table in ("mart_edfi_assignments", "mart_edfi_contacts", "mart_edfi_not_sent"):
             validate_or_fail(
                 con.execute(f"SELECT * FROM {table} WHERE lea_id = ?", [lea]).df(),
                 getattr(marts, table),
-                f"{table} for LEA {lea} breaks the Ed-Fi contract; nothing will be sent",
+                f"{table} for LEA {lea} breaks the Ed-Fi contract; its previous mart stays and "
+                "nothing new will be sent",
             )
+
+    with warehouse.connect() as con:
+        counts = build_mart(con, lea, contract)
         not_sent = dict(
             con.execute(
                 "SELECT reason, count(DISTINCT person_id) FROM mart_edfi_not_sent "

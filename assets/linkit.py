@@ -5,6 +5,7 @@ Thin wiring: the work is in :mod:`staff_pipeline.loads.linkit_mart` and
 error texts (already redacted by the client) and LocalCodes/UserNames.
 """
 
+import duckdb
 import pandas as pd
 from dagster import AssetExecutionContext, AssetKey, Config, Failure, MaterializeResult, asset
 
@@ -40,14 +41,17 @@ class LinkItLoadConfig(Config):
 def linkit_mart(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
     district = context.partition_key
     rule = load_settings().linkit.username_rule
-    with warehouse.connect() as con:
-        counts = build_mart(con, district, rule, context.run_id)
-        frame = con.execute(f"SELECT * FROM {MART} WHERE district = ?", [district]).df()
+
+    def contract(con: duckdb.DuckDBPyConnection) -> None:
         validate_or_fail(
-            frame,
+            con.execute(f"SELECT * FROM {MART} WHERE district = ?", [district]).df(),
             mart_linkit_staff,
-            f"{MART} for {district} breaks the LinkIt contract; nothing will be sent",
+            f"{MART} for {district} breaks the LinkIt contract; its previous mart stays and nothing "
+            "new will be sent",
         )
+
+    with warehouse.connect() as con:
+        counts = build_mart(con, district, rule, context.run_id, contract)
         sample = preview(
             con, f"SELECT * EXCLUDE (run_id, built_at) FROM {MART} WHERE district = '{district}'"
         )

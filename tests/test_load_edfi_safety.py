@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import date
 
+import pytest
+
 from staff_pipeline import warehouse
 from staff_pipeline.clients.edfi import EdFiClient
 from staff_pipeline.loads.edfi import MOVE_WITHHELD_REASON, WITHHELD_REASON, load_resource
@@ -197,3 +199,22 @@ def test_far_off_dates_pass_the_mart_check_and_are_sent(edfi_standin, lea_a_clie
         (SCHOOL_A1, "Elementary Teacher", "9999-12-30"),
         (SCHOOL_A2, "Secondary Teacher", None),
     }
+
+
+def test_a_mart_that_breaks_its_contract_leaves_the_previous_mart_for_the_loads(edfi_standin):
+    """The contract runs inside the mart's transaction: a load started on its own after a refused
+    mart sends the last valid mart, not the refused rows."""
+    Conformed().person("p1", "1001").assign("p1", LEA_A, SCHOOL_A1).write()
+    with warehouse.connect() as con:
+        build_mart(con, LEA_A)
+    Conformed().person("p2", "1002").assign("p2", LEA_A, SCHOOL_A2).write()
+
+    def refuse(con) -> None:
+        assert con.execute("SELECT count(*) FROM mart_edfi_assignments").fetchall() == [(1,)]
+        raise ValueError("mart_edfi_assignments breaks the contract")
+
+    with warehouse.connect() as con:
+        with pytest.raises(ValueError, match="breaks the contract"):
+            build_mart(con, LEA_A, refuse)
+        kept = con.execute("SELECT staff_unique_id FROM mart_edfi_assignments").fetchall()
+    assert kept == [("1001",)]

@@ -18,6 +18,8 @@ allow are listed as not sent rather than silently overwriting each other.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import duckdb
 
 from staff_pipeline.vocab import EDFI_LIMITS, STAFF_CLASSIFICATION_NAMESPACE
@@ -198,8 +200,15 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
 
 
-def build_mart(con: duckdb.DuckDBPyConnection, lea_id: int) -> dict[str, int]:
-    """Replace this LEA's rows of the three mart tables in one transaction; returns row counts."""
+def build_mart(
+    con: duckdb.DuckDBPyConnection,
+    lea_id: int,
+    check: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+) -> dict[str, int]:
+    """Replace this LEA's rows of the three mart tables in one transaction; returns row counts.
+
+    ``check`` (the mart's contract) runs inside the transaction: if it raises, the LEA keeps its
+    previous mart, so a load run on its own never sends rows that broke the contract."""
     ensure_tables(con)
     params = {"lea": int(lea_id)}
     con.execute("BEGIN TRANSACTION")
@@ -212,6 +221,8 @@ def build_mart(con: duckdb.DuckDBPyConnection, lea_id: int) -> dict[str, int]:
         con.execute(_CONTACT_PLACEMENT, params)
         con.execute(_CONTACTS, params)
         con.execute(_NOT_SENT, params)
+        if check is not None:
+            check(con)
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")

@@ -20,6 +20,7 @@ refuses to adopt it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import duckdb
@@ -129,9 +130,16 @@ def _candidates_sql(username_rule: str) -> str:
 
 
 def build_mart(
-    con: duckdb.DuckDBPyConnection, district: str, username_rule: str, run_id: str
+    con: duckdb.DuckDBPyConnection,
+    district: str,
+    username_rule: str,
+    run_id: str,
+    check: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
 ) -> dict[str, int]:
-    """Rebuild the district's rows of the mart and its rejected rows; returns counts by rule."""
+    """Rebuild the district's rows of the mart and its rejected rows; returns counts by rule.
+
+    ``check`` (the mart's contract) runs before the rows commit: if it raises, the district keeps
+    its previous mart, so a load run on its own never sends rows that broke the contract."""
     ensure_tables(con)
     now = datetime.now(UTC)
     con.execute(
@@ -217,6 +225,8 @@ def build_mart(
             "$run_id, $now FROM lk_reasons",
             {"district": district, "run_id": run_id, "now": now},
         )
+        if check is not None:
+            check(con)
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
