@@ -169,3 +169,11 @@ def test_a_local_code_reused_in_the_run_its_holder_leaves_is_not_handed_over(lin
     assert _accounts(linkit_standin) == {"L1": ("leaver", "Inactive"), "L2": ("bob", "Active")}
     ledger = table("SELECT person_id, status FROM ledger_linkit WHERE local_code = 'L1'")
     assert ledger == [("p1", "inactive")]
+
+
+def test_a_refused_request_is_journalled_with_the_request_and_the_apis_text(linkit_standin) -> None:
+    write_conformed([staff_row("p1", "L1")], [assignment("p1", school=501), assignment("p1", school=999)])
+    report = mart_and_load(linkit_standin)
+    assert any("999" in error for error in report.failures)  # the run's counts: the API's text
+    [(error,)] = table("SELECT error FROM load_events WHERE NOT ok")
+    assert "/schools" in error and "POST" in error and "999" in error  # the request, then the text

@@ -178,7 +178,8 @@ class _Sender:
             return ("reactivated" if action == "reactivate" else "updated"), None
         except ApiError as exc:
             error = exc.error if isinstance(exc, LinkItError) and exc.error else str(exc)
-            self._log(row, action, kind="done", ok=False, http_status=exc.status, error=error)
+            # the journal keeps the request with the API's text; the run's counts group by the text
+            self._log(row, action, kind="done", ok=False, http_status=exc.status, error=str(exc))
             # LinkIt's own refusal (Result ERROR) is an answer; no answer, 429 or 5xx may pass
             return (
                 "failed" if isinstance(exc, LinkItError) or not worth_retrying(exc.status) else "unanswered"
