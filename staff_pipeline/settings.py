@@ -75,17 +75,28 @@ def key_pair(
     variables to set.
 
     Per-target keys are how WISEdata (one per LEA) and LinkIt (one per district) hand them out.
+    A pair is taken whole: half a target's pair is an error, never completed from another pair (an
+    LEA's id with the fallback secret would be refused, or be another LEA's key).
     """
-    found = [
-        os.environ.get(f"{n}_{suffix}") or c or os.environ.get(n)
-        for n, c in zip(names, configured, strict=True)
-    ]
-    if not all(found):
-        raise ValueError(
-            f"no keys for {target}: set {names[0]}_{suffix} and {names[1]}_{suffix} "
-            f"(or the fallback {names[0]} / {names[1]})"
-        )
-    return found[0], found[1]
+    pairs = (
+        (
+            f"{names[0]}_{suffix}",
+            f"{names[1]}_{suffix}",
+            tuple(os.environ.get(f"{n}_{suffix}", "") for n in names),
+        ),
+        (f"the configured {names[0]}", f"the configured {names[1]}", configured),
+        (names[0], names[1], tuple(os.environ.get(n, "") for n in names)),
+    )
+    for first, second, pair in pairs:
+        if all(pair):
+            return pair[0], pair[1]
+        if any(pair):
+            missing = second if pair[0] else first
+            raise ValueError(f"half a key pair for {target}: {missing} is not set")
+    raise ValueError(
+        f"no keys for {target}: set {names[0]}_{suffix} and {names[1]}_{suffix} "
+        f"(or the fallback {names[0]} / {names[1]})"
+    )
 
 
 def paths() -> Paths:

@@ -152,6 +152,11 @@ def test_keys_per_lea_and_district_alone_are_enough(monkeypatch: pytest.MonkeyPa
     with build_resources(defs.resources) as built:  # the fallback pair, read when the run builds a client
         assert built.edfi.keys_for(100002) == ("state", "state-secret")
         assert built.edfi.keys_for(LEA_A) == ("lea-a", "secret-a")
+    # Half an LEA's pair is an error, never completed with the fallback's secret.
+    monkeypatch.setenv("EDFI_CLIENT_ID_100002", "lea-b")
+    half = r"half a key pair .*EDFI_CLIENT_SECRET_100002 is not set"
+    with build_resources(defs.resources) as built, pytest.raises(ValueError, match=half):
+        built.edfi.keys_for(100002)
 
 
 @pytest.mark.parametrize(
