@@ -217,6 +217,8 @@ def make_plan(con: duckdb.DuckDBPyConnection, lea_id: int) -> Plan:
     A delete that has creates of the same resource for the same person and education organisation
     is a key change: it carries their identity hashes (``replaced_by``) so that the old record is
     only deleted once its replacement is in the API (DESIGN: POST the new record, then DELETE the old).
+    Every delete also carries its person's creates at any education organisation (``person_creates``)
+    and whether a record of theirs stays (``person_keeps``), for a move to another school.
     """
     ensure_tables(con)
     params = {"lea": int(lea_id)}
@@ -233,12 +235,15 @@ def make_plan(con: duckdb.DuckDBPyConnection, lea_id: int) -> Plan:
                      d.identity_hash, d.content_hash, d.body, l.resource_id
               FROM desired d LEFT JOIN ledger l USING (resource, identity_hash)
               WHERE l.identity_hash IS NULL OR l.content_hash IS DISTINCT FROM d.content_hash
+            ), creates AS (  -- each create's keys read from its body once
+              SELECT resource, identity_hash, {_PAIR} AS pair, {_PERSON} AS person
+              FROM changes WHERE action = 'create'
             ), replacements AS (
-              SELECT resource, {_PAIR} AS pair, list(identity_hash ORDER BY identity_hash) AS hashes
-              FROM changes WHERE action = 'create' GROUP BY ALL
+              SELECT resource, pair, list(identity_hash ORDER BY identity_hash) AS hashes
+              FROM creates GROUP BY ALL
             ), person_creates AS (
-              SELECT resource, {_PERSON} AS person, list(identity_hash ORDER BY identity_hash) AS hashes
-              FROM changes WHERE action = 'create' GROUP BY ALL
+              SELECT resource, person, list(identity_hash ORDER BY identity_hash) AS hashes
+              FROM creates GROUP BY ALL
             ), kept AS (SELECT * FROM ledger SEMI JOIN desired USING (resource, identity_hash)),
             kept_ids AS (  -- the ids of the records that stay (a row without one shares nothing)
               SELECT resource, resource_id FROM kept WHERE resource_id IS NOT NULL
@@ -389,9 +394,10 @@ def _ready_deletes(
             and (i.resource, i.person) not in kept_by_withheld
         )
 
-    moves_withheld = [i for i in ready if last_record_of_a_move(i)]
-    ready = [i for i in ready if not last_record_of_a_move(i)]
-    return ready, superseded, withheld + moves_withheld
+    sendable: list[PlanItem] = []
+    for item in ready:
+        (withheld if last_record_of_a_move(item) else sendable).append(item)
+    return sendable, superseded, withheld
 
 
 def _send_phase(
@@ -440,6 +446,7 @@ def summarise(
         else:
             report.updated += 1
     report.failed = dict(failed)
+    # a withheld key change has replacements of its own; a withheld move has none (_ready_deletes)
     report.withheld = dict(
         Counter(WITHHELD_REASON if i.replaced_by else MOVE_WITHHELD_REASON for i in withheld)
     )

@@ -36,7 +36,8 @@ CANDIDATES = {name: f"cand_{name.removeprefix('stg_')}" for name in STAGED}
 
 _EMPLOYEE_SHAPE = (
     '{"givenName":"VARCHAR","preferredFirstName":"VARCHAR","familyNamePrefix":"VARCHAR",'
-    '"familyName":"VARCHAR","alias":"VARCHAR","email":"VARCHAR","phone":"VARCHAR","mobile":"VARCHAR","status":"VARCHAR",'
+    '"familyName":"VARCHAR","alias":"VARCHAR","email":"VARCHAR","phone":"VARCHAR","mobile":"VARCHAR",'
+    '"status":"VARCHAR",'
     '"dateCreated":"VARCHAR","dateLastModified":"VARCHAR",'
     '"userIds":[{"userId":"VARCHAR","userIdType":"VARCHAR"}],'
     '"organisationRoles":[{"organisationRole":"VARCHAR","beginDate":"VARCHAR","endDate":"VARCHAR",'
