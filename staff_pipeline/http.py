@@ -55,7 +55,8 @@ def api_base_url(url: str, api: str) -> str:
     if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK):
         return url.rstrip("/")
     raise ValueError(
-        f"{api} URL {redact_url(url)!r} must be https:// (plain http only on 127.0.0.1 or localhost)"
+        f"{api} URL {redact_url(url)!r} must be https:// "
+        f"(plain http only on loopback: {', '.join(_LOOPBACK)})"
     )
 
 
