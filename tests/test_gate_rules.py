@@ -279,6 +279,56 @@ def test_a_school_not_configured_is_rejected_in_an_answer_filtered_to_its_school
     ]
 
 
+def test_a_colleague_at_another_school_of_the_board_is_out_of_scope_in_a_filtered_answer(con, raw) -> None:
+    """filterByOrgId true returns the employees *belonging* to riverside-elem, with all their roles:
+    a teacher who also works at the board's school 99ZZ (not configured here) has that role in the
+    answer, as expected. It is out of scope, not an unknown_school reject (a few such teachers would
+    fail the LEA's rejected share every night); the role at riverside-elem is staged."""
+    raw.eduv(
+        "riverside-elem",
+        [
+            employee(1, roles=[role(RIVERSIDE_ELEM), role(UNKNOWN_ORG, "mentor")]),
+            employee(2, roles=[role(RIVERSIDE_ELEM)]),
+        ],
+    )
+    result = stage(con, "run-1", load_settings())
+    assert _rejected(con) == []
+    roles = con.execute(
+        "SELECT record_key, school_key, organisation_role FROM stg_eduv_employee_roles ORDER BY 1"
+    ).fetchall()
+    assert roles == [
+        ("eduv:eckId:eck-1", "riverside-elem", "leraar"),
+        ("eduv:eckId:eck-2", "riverside-elem", "leraar"),
+    ]
+    assert result.out_of_scope.to_dict("records") == [
+        {"school_key": "riverside-elem", "roles": 1, "employees": 0}
+    ]
+
+
+def test_a_malformed_organisation_is_rejected_in_an_answer_listing_the_whole_board(con, raw) -> None:
+    """Out of scope is for a well-formed organisation that names a school not configured here. A
+    secondary id of an unknown organisationIdType, or one without its organisationId, is bad data in
+    any answer: lakeview-high's answer lists the whole board, and still rejects it."""
+    bad_type = {"organisationIds": [{"organisationId": "12AB", "organisationIdType": "OIE"}]}
+    no_id = {"organisationIds": [{"organisationIdType": "OIE_CODE"}]}
+    request = raw.eduv(
+        "lakeview-high",
+        [
+            employee(1, roles=[role(LAKEVIEW_HIGH)]),
+            employee(2, roles=[role(LAKEVIEW_HIGH), role(bad_type, "mentor")]),
+            employee(3, roles=[role(no_id)]),
+        ],
+    )
+    stage(con, "run-1", load_settings())
+    assert sorted((r[2], r[4]) for r in _rejected(con)) == [
+        (f"{request}:1/organisationRoles[1]", "enum"),
+        (f"{request}:1/organisationRoles[1]", "unknown_school"),  # as in a filtered answer
+        (f"{request}:2/organisationRoles[0]", "required"),
+        (f"{request}:2/organisationRoles[0]", "unknown_school"),
+    ]
+    assert con.execute("SELECT count(*) FROM stg_eduv_employee_roles").fetchall() == [(2,)]
+
+
 def test_unknown_role_for_the_sector_is_rejected(con, raw, tmp_path, monkeypatch) -> None:
     """``leraar`` is mapped per sector; a crosswalk without the VO row leaves a VO teacher unknown."""
     config = tmp_path / "config"

@@ -162,11 +162,23 @@ def select_eduv_requests(con: duckdb.DuckDBPyConnection, min_employees: int) -> 
 
 
 def _drop_out_of_scope(con: duckdb.DuckDBPyConnection) -> None:
-    """Roles at schools not configured here, in an answer that lists the whole provider, are out of
-    scope: not rejects (they are expected, and would fail the LEA's rejected share), not staged. An
+    """Roles at schools not configured here are out of scope: not rejects (they are expected, and
+    would fail the LEA's rejected share), not staged. An answer that lists the whole provider names
+    its other schools' staff; one filtered to its school (filterByOrgId) lists the employees who
+    belong there with all their roles, so a role elsewhere is expected beside a role at a configured
+    school, and unexpected (an unknown_school reject) as an employee's only kind of role. An
     employee all of whose roles are out of scope works at another school of the provider and is left
     out whole. ``eduv_out_of_scope`` counts both per queried school, for the run's metadata; the raw
-    answer keeps them."""
+    answer keeps them. An organisation that is malformed or missing is never out of scope: the gate
+    rejects it."""
+    con.execute(
+        """
+        UPDATE cand_eduv_employee_roles SET in_scope = false
+        WHERE elsewhere AND in_scope AND element_id IN (
+            SELECT element_id FROM cand_eduv_employee_roles WHERE school_key IS NOT NULL
+            AND element_id IN (SELECT element_id FROM cand_eduv_employee_roles WHERE elsewhere AND in_scope))
+        """
+    )
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE eduv_out_of_scope AS
@@ -271,6 +283,9 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
         ),
         resolved AS (
             SELECT s.*, s.school_key IS NOT NULL AS school_known,
+                   -- a well-formed organisation that names no school configured here
+                   s.school_key IS NULL AND s.organisation <> '' AND s.org_id_types_known
+                       AND s.org_ids_present AS elsewhere,
                    s.school_key IS NULL OR s.organisation_role NOT IN ({roles}) OR x.source_role IS NOT NULL
                        AS role_known
             FROM schools s
@@ -283,8 +298,8 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
                {_iso_date(_clean("rr.r.beginDate"))} AS begin_date__v,
                {_clean("rr.r.endDate")} AS end_date,
                {_iso_date(_clean("rr.r.endDate"))} AS end_date__v,
-               s.school_known, s.role_known, s.org_id_types_known, s.org_ids_present,
-               s.school_key IS NOT NULL OR NOT u.board_wide AS in_scope
+               s.school_known, s.role_known, s.org_id_types_known, s.org_ids_present, s.elsewhere,
+               NOT (s.elsewhere AND u.board_wide) AS in_scope
         FROM roles rr
         JOIN resolved s ON s.org IS NOT DISTINCT FROM rr.r.organisation
                        AND s.organisation_role IS NOT DISTINCT FROM {_clean("rr.r.organisationRole")}
