@@ -307,8 +307,8 @@ def test_a_colleague_at_another_school_of_the_board_is_out_of_scope_in_a_filtere
 
 def test_a_malformed_organisation_is_rejected_in_an_answer_listing_the_whole_board(con, raw) -> None:
     """Out of scope is for a well-formed organisation that names a school not configured here. A
-    secondary id of an unknown organisationIdType, or one without its organisationId, is bad data in
-    any answer: lakeview-high's answer lists the whole board, and still rejects it."""
+    secondary id of an unknown organisationIdType, one without its organisationId, or no organisation,
+    is bad data in any answer: lakeview-high's answer lists the whole board, and still rejects it."""
     bad_type = {"organisationIds": [{"organisationId": "12AB", "organisationIdType": "OIE"}]}
     no_id = {"organisationIds": [{"organisationIdType": "OIE_CODE"}]}
     request = raw.eduv(
@@ -317,6 +317,7 @@ def test_a_malformed_organisation_is_rejected_in_an_answer_listing_the_whole_boa
             employee(1, roles=[role(LAKEVIEW_HIGH)]),
             employee(2, roles=[role(LAKEVIEW_HIGH), role(bad_type, "mentor")]),
             employee(3, roles=[role(no_id)]),
+            employee(4, roles=[role(LAKEVIEW_HIGH), {"organisationRole": "mentor", "beginDate": "2020-08-01"}]),
         ],
     )
     stage(con, "run-1", load_settings())
@@ -325,8 +326,9 @@ def test_a_malformed_organisation_is_rejected_in_an_answer_listing_the_whole_boa
         (f"{request}:1/organisationRoles[1]", "unknown_school"),  # as in a filtered answer
         (f"{request}:2/organisationRoles[0]", "required"),
         (f"{request}:2/organisationRoles[0]", "unknown_school"),
+        (f"{request}:3/organisationRoles[1]", "unknown_school"),  # no organisation at all
     ]
-    assert con.execute("SELECT count(*) FROM stg_eduv_employee_roles").fetchall() == [(2,)]
+    assert con.execute("SELECT count(*) FROM stg_eduv_employee_roles").fetchall() == [(3,)]
 
 
 def test_unknown_role_for_the_sector_is_rejected(con, raw, tmp_path, monkeypatch) -> None:

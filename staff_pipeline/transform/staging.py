@@ -284,8 +284,8 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
         resolved AS (
             SELECT s.*, s.school_key IS NOT NULL AS school_known,
                    -- a well-formed organisation that names no school configured here
-                   s.school_key IS NULL AND s.organisation <> '' AND s.org_id_types_known
-                       AND s.org_ids_present AS elsewhere,
+                   coalesce(s.school_key IS NULL AND s.organisation <> '' AND s.org_id_types_known
+                       AND s.org_ids_present, false) AS elsewhere,
                    s.school_key IS NULL OR s.organisation_role NOT IN ({roles}) OR x.source_role IS NOT NULL
                        AS role_known
             FROM schools s
