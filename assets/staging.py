@@ -87,10 +87,17 @@ def staging(context: AssetExecutionContext, warehouse: WarehouseResource):
     with warehouse.connect() as con:
         result: StepResult = stage(con, context.run_id, load_settings())
         previews = {t: preview(con, f'SELECT * FROM "{t}"', 5) for t in STAGED} if result.swapped else {}
+    for school in result.unnamed.itertuples():
+        context.log.warning(
+            f"Edu-V answer {school.set_aside} for {school.school_key} has no role at a configured school "
+            "(data/organisations.csv names the schools differently from the source?): set aside, "
+            + (f"read from {school.read_instead}" if school.read_instead else "no earlier answer to read")
+        )
     for table in STAGED:
         gate_meta = {"rows": result.rows[table], **rejected_metadata(*result.rejected.for_table(table))}
         if table == "stg_eduv_employee_roles":
             gate_meta["out_of_scope"] = markdown_table(result.out_of_scope)
+            gate_meta["schools_not_named"] = markdown_table(result.unnamed)
         if result.swapped:
             yield MaterializeResult(
                 asset_key=table, metadata={**gate_meta, "preview": markdown_table(previews[table])}

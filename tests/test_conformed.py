@@ -223,6 +223,46 @@ def test_school_whose_pull_failed_or_came_back_empty_is_carried_over(con) -> Non
     assert len(_lea_rows(con, 100001)) == 7
 
 
+def test_an_answer_naming_no_configured_school_is_a_suspiciously_empty_pull(con) -> None:
+    """lakeview-high's answer (the whole board: filterByOrgId false) one night names every role's
+    school by a master id the organisation file does not know: each role would be out of scope and
+    the school would empty. The answer is set aside and the last accepted one read instead; on a first
+    night there is none, and nothing comes from the school. Riverside's filtered answer, likewise:
+    there every role would have been an unknown_school reject."""
+    renamed = {"organisationMasterIdentifier": "0d1e2f3a-0000-4000-8000-00000000beef"}
+    raw = Raw(con)
+    raw.eduv("lakeview-elem", [employee(n) for n in range(1, 6)])
+    first = raw.eduv("riverside-elem", [employee(30, roles=[role(renamed)])])
+    raw.eduv("lakeview-high", [employee(n, roles=[role(LAKEVIEW_HIGH)]) for n in range(9, 12)])
+    night1 = stage(con, "run-1", load_settings())
+    assert night1.unnamed.to_dict("records") == [
+        {"school_key": "riverside-elem", "set_aside": first, "read_instead": None}
+    ]
+    assert con.execute("SELECT count(*) FROM rejected_rows").fetchall() == [(0,)]
+    run_both(con, "run-1")
+    before = _lea_rows(con, 100001)
+    assert len(before) == 8
+
+    accepted = con.execute(
+        "SELECT request_id FROM eduv_accepted_requests WHERE school_key = 'lakeview-high'"
+    ).fetchall()
+    renamed_answer = raw.eduv("lakeview-high", [employee(n, roles=[role(renamed)]) for n in range(9, 12)])
+    night2 = stage(con, "run-2", load_settings())
+    assert night2.unnamed.to_dict("records") == [
+        {"school_key": "lakeview-high", "set_aside": renamed_answer, "read_instead": accepted[0][0]},
+        {"school_key": "riverside-elem", "set_aside": first, "read_instead": None},
+    ]
+    run_both(con, "run-2")
+    assert _lea_rows(con, 100001) == before
+    assert con.execute(
+        "SELECT disappeared, passed FROM gate_results WHERE run_id = 'run-2' AND lea_id = 100001"
+    ).fetchall() == [(0, True)]
+    # the set-aside answer never becomes the one to fall back on
+    assert con.execute(
+        "SELECT request_id FROM eduv_accepted_requests WHERE school_key = 'lakeview-high'"
+    ).fetchall() == accepted
+
+
 def test_a_contact_or_assignment_of_a_person_missing_from_staff_blocks_the_model(con) -> None:
     """The blocking check names the row whose person is not in ``staff`` (and only that one)."""
     from staff_pipeline.transform.steps import _validate_conformed

@@ -317,7 +317,7 @@ def test_a_malformed_organisation_is_rejected_in_an_answer_listing_the_whole_boa
             employee(1, roles=[role(LAKEVIEW_HIGH)]),
             employee(2, roles=[role(LAKEVIEW_HIGH), role(bad_type, "mentor")]),
             employee(3, roles=[role(no_id)]),
-            employee(4, roles=[role(LAKEVIEW_HIGH), {"organisationRole": "mentor", "beginDate": "2020-08-01"}]),
+            employee(4, roles=[role(LAKEVIEW_HIGH), {**role(LAKEVIEW_HIGH, "mentor"), "organisation": None}]),
         ],
     )
     stage(con, "run-1", load_settings())

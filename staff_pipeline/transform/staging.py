@@ -120,12 +120,15 @@ def ensure_state(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def select_eduv_requests(con: duckdb.DuckDBPyConnection, min_employees: int) -> None:
+def select_eduv_requests(
+    con: duckdb.DuckDBPyConnection, min_employees: int, not_taken: tuple[str, ...] = ()
+) -> None:
     """``eduv_requests_used``: per configured school, the request whose employees are staged.
 
     ``request_no`` numbers the requests so that candidate rows carry an integer, not the request id,
     until a rejected row's location is spelled out. ``board_wide``: the answer lists the whole
     provider's (Onderwijsaanbieder's) employees, so roles at schools not configured here are expected.
+    The latest answer of a school in ``not_taken`` counts as a failed pull (see :func:`build_candidates`).
     """
     con.execute(
         "CREATE OR REPLACE TEMP TABLE eduv_requests_used(school_key VARCHAR, lea_id BIGINT, "
@@ -144,9 +147,10 @@ def select_eduv_requests(con: duckdb.DuckDBPyConnection, min_employees: int) -> 
         ),
         used AS (
             SELECT o.school_key, o.lea_id,
-                   CASE WHEN l.ok AND l.employee_count >= $min THEN l.request_id ELSE a.request_id END
-                       AS request_id,
-                   coalesce(l.ok AND l.employee_count >= $min, false) AS pulled,
+                   CASE WHEN l.ok AND l.employee_count >= $min AND NOT list_contains($not_taken, o.school_key)
+                        THEN l.request_id ELSE a.request_id END AS request_id,
+                   coalesce(l.ok AND l.employee_count >= $min
+                            AND NOT list_contains($not_taken, o.school_key), false) AS pulled,
                    -- the answer covers the whole provider: by master id, or filterByOrgId false (VO's
                    -- default when it is not sent)
                    o.eduv_org_master_id IS NOT NULL OR NOT coalesce(o.eduv_filter_by_org_id, o.sector = 'PO')
@@ -157,7 +161,7 @@ def select_eduv_requests(con: duckdb.DuckDBPyConnection, min_employees: int) -> 
         )
         SELECT *, row_number() OVER (ORDER BY school_key) FROM used
         """,
-        {"min": min_employees},
+        {"min": min_employees, "not_taken": list(not_taken)},
     )
 
 
@@ -203,11 +207,13 @@ def _drop_out_of_scope(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
+def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Parse each selected employee element once (``json_transform``) and flatten ids and roles.
 
     Ids and roles carry their element's ``element_id`` and their index in it, not its record key or
     location: :func:`gate_source` and :func:`build_staged` take those from ``cand_eduv_employees``.
+    Returns the schools pulled this run whose answer lists roles, none of them at a configured
+    school (:func:`_unnamed_schools`).
     """
     roles = ", ".join(f"'{r}'" for r in ORGANISATION_ROLES)
     org_types = ", ".join(f"'{t}'" for t in ORG_ID_TYPES)
@@ -292,7 +298,8 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
             LEFT JOIN ({_known_roles("eduv")}) x
               ON x.source_role = s.organisation_role AND x.sector IS NOT DISTINCT FROM s.sector
         )
-        SELECT rr.element_id, rr.role_no, coalesce(s.lea_id, rr.lea_id) AS lea_id, s.school_key,
+        SELECT rr.element_id, rr.role_no, rr.request_no, coalesce(s.lea_id, rr.lea_id) AS lea_id,
+               s.school_key,
                s.organisation, s.organisation_role,
                {_clean("rr.r.beginDate")} AS begin_date,
                {_iso_date(_clean("rr.r.beginDate"))} AS begin_date__v,
@@ -306,6 +313,7 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
         JOIN eduv_requests_used u ON u.request_no = rr.request_no
         """
     )
+    unnamed = _unnamed_schools(con)
     _drop_out_of_scope(con)
     con.execute(
         f"""
@@ -359,6 +367,29 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> None:
     )
     # The parsed JSON is the bulk of the memory: free it before the gate.
     con.execute("DROP TABLE eduv_elements")
+    return unnamed
+
+
+def _unnamed_schools(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Schools pulled this run whose answer has roles, none of them at a school configured here.
+
+    The staff are there, their schools named another way than ``data/organisations.csv`` names them
+    (a master id where the file has an OIE_CODE, say): read as it came, every role would be out of
+    scope (an answer for the whole provider) or an unknown_school reject (a filtered one), and the
+    school would empty. Such an answer is a suspiciously empty pull, not "everyone left". (An answer
+    by the provider's master id may rightly name only the provider's other configured schools.)"""
+    return [
+        row[0]
+        for row in con.execute(
+            """
+            SELECT school_key FROM eduv_requests_used
+            WHERE pulled AND request_no IN (SELECT request_no FROM cand_eduv_employee_roles)
+              AND request_no NOT IN (
+                  SELECT request_no FROM cand_eduv_employee_roles WHERE school_key IS NOT NULL)
+            ORDER BY school_key
+            """
+        ).fetchall()
+    ]
 
 
 def _sis_last_day(sis: SisSettings) -> str:
@@ -421,9 +452,25 @@ def build_sis_candidates(con: duckdb.DuckDBPyConnection, sis: SisSettings) -> No
 
 
 def build_candidates(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
+    """Every candidate table. A school whose answer names no configured school in any role is read
+    again from its last accepted answer (none on a first night: nothing from it), and listed in
+    ``eduv_unnamed`` (school, the answer set aside, the answer read instead) for the run's metadata."""
     ensure_state(con)
-    select_eduv_requests(con, settings.gate.min_employees_per_school)
-    build_eduv_candidates(con)
+    minimum = settings.gate.min_employees_per_school
+    select_eduv_requests(con, minimum)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE eduv_unnamed AS "
+        "SELECT school_key, request_id AS set_aside FROM eduv_requests_used WHERE false"
+    )
+    unnamed = build_eduv_candidates(con)
+    if unnamed:
+        con.execute(
+            "INSERT INTO eduv_unnamed SELECT school_key, request_id FROM eduv_requests_used "
+            "WHERE list_contains($unnamed, school_key)",
+            {"unnamed": unnamed},
+        )
+        select_eduv_requests(con, minimum, tuple(unnamed))
+        build_eduv_candidates(con)
     build_sis_candidates(con, settings.sis)
 
 

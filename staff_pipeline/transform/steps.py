@@ -32,6 +32,9 @@ class StepResult:
     gate_results: pd.DataFrame | None = None
     # per queried school: Edu-V roles and employees at schools not configured here (not rejects)
     out_of_scope: pd.DataFrame | None = None
+    # Edu-V schools whose answer named the school in none of its roles: set aside, the last accepted
+    # answer read instead (read_instead empty: none yet, nothing staged from the school)
+    unnamed: pd.DataFrame | None = None
 
 
 def stage(
@@ -44,6 +47,14 @@ def stage(
     out_of_scope = con.execute(
         "SELECT school_key, roles, employees FROM eduv_out_of_scope ORDER BY school_key"
     ).df()
+    unnamed = pd.DataFrame(  # built from tuples: no earlier answer stays None, not NaN
+        con.execute(
+            "SELECT n.school_key, n.set_aside, u.request_id FROM eduv_unnamed n "
+            "JOIN eduv_requests_used u USING (school_key) ORDER BY n.school_key"
+        ).fetchall(),
+        columns=["school_key", "set_aside", "read_instead"],
+        dtype=object,
+    )
     staging.build_staged(con)
     failures = {}
     for table in staging.STAGED:
@@ -58,7 +69,12 @@ def stage(
         extra = ("stg_lea_counts", "stg_eduv_requests_used")
         swap_in_all(con, {f"{t}__next": t for t in (*staging.STAGED, *extra)})
     return StepResult(
-        swapped=swapped, rows=rows, failures=failures, rejected=row_gate, out_of_scope=out_of_scope
+        swapped=swapped,
+        rows=rows,
+        failures=failures,
+        rejected=row_gate,
+        out_of_scope=out_of_scope,
+        unnamed=unnamed,
     )
 
 
