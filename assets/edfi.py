@@ -24,6 +24,7 @@ from staff_pipeline.http import worth_retrying
 from staff_pipeline.loads.edfi import load_resource
 from staff_pipeline.loads.edfi_mart import ASSIGNMENTS, CONTACTS, build_mart
 from staff_pipeline.loads.edfi_reconcile import reconcile
+from staff_pipeline.loads.holds import confirmed_actions
 from staff_pipeline.metadata import counts_table, markdown_table, validate_or_fail
 from staff_pipeline.partitions import lea_partitions
 from staff_pipeline.resources import API_RETRY_POLICY, WRITER_POOL, WarehouseResource
@@ -32,13 +33,14 @@ from staff_pipeline.warehouse import preview
 
 
 class EdFiLoadConfig(Config):
-    """``dry_run``: show the plan, send nothing. ``confirm_deletes`` / ``confirm_updates``: lift the
-    delete / update threshold's hold. ``reconcile``: read the LEA's records back from the API and
-    repair the ledger before the diff."""
+    """``dry_run``: show the plan, send nothing. ``confirm_creates`` / ``confirm_updates`` /
+    ``confirm_deletes``: lift that action's threshold hold (``[edfi]`` in data/pipeline.toml).
+    ``reconcile``: read the LEA's records back from the API and repair the ledger before the diff."""
 
     dry_run: bool = False
-    confirm_deletes: bool = False
+    confirm_creates: bool = False
     confirm_updates: bool = False
+    confirm_deletes: bool = False
     reconcile: bool = False
 
 
@@ -123,11 +125,9 @@ def _load(
             resource,
             run_id=context.run_id,
             max_concurrency=concurrency,
-            max_delete_share=settings.max_delete_share,
-            max_update_share=settings.max_update_share,
+            limits=settings.limits,
+            confirmed=confirmed_actions(config),
             dry_run=config.dry_run,
-            confirm_deletes=config.confirm_deletes,
-            confirm_updates=config.confirm_updates,
         )
     except TokenError as exc:  # the client has redacted the secret and token from the message
         raise Failure(

@@ -11,6 +11,7 @@ from dagster import AssetExecutionContext, AssetKey, Config, Failure, Materializ
 
 from staff_pipeline.clients.linkit import LinkItResource
 from staff_pipeline.config import load_settings
+from staff_pipeline.loads.holds import confirmed_actions
 from staff_pipeline.loads.linkit import load_district
 from staff_pipeline.loads.linkit_mart import MART, REJECTED, build_mart
 from staff_pipeline.metadata import counts_table, markdown_table, validate_or_fail
@@ -23,12 +24,14 @@ DONE = ("created", "updated", "reactivated", "deactivated", "adopted")
 
 
 class LinkItLoadConfig(Config):
-    """Run config: ``dry_run`` shows the plan without sending; ``confirm_deactivations`` and
-    ``confirm_updates`` lift the deactivation and update holds."""
+    """Run config: ``dry_run`` shows the plan without sending; ``confirm_creates``,
+    ``confirm_updates`` and ``confirm_deactivations`` lift that action's threshold hold (``[linkit]``
+    in data/pipeline.toml)."""
 
     dry_run: bool = False
-    confirm_deactivations: bool = False
+    confirm_creates: bool = False
     confirm_updates: bool = False
+    confirm_deactivations: bool = False
 
 
 @asset(
@@ -97,12 +100,10 @@ def linkit_staff_accounts(
         report = load_district(
             district,
             client,
-            max_deactivate_share=settings.max_deactivate_share,
-            max_update_share=settings.max_update_share,
+            limits=settings.limits,
             run_id=context.run_id,
+            confirmed=confirmed_actions(config),
             dry_run=config.dry_run,
-            confirm_deactivations=config.confirm_deactivations,
-            confirm_updates=config.confirm_updates,
             concurrency=linkit.concurrency,
             connect=warehouse.connect,
         )
@@ -139,7 +140,6 @@ def linkit_staff_accounts(
                 allow_retries=report.unanswered > 0,  # refused keys or a clock skew stay so
             )
     if report.held and not report.dry_run:
-        # The rest of the district's changes went through; the held deactivations need a person,
-        # so the run fails visibly (and the failure sensor alerts) instead of passing quietly.
+        # Nothing of the district was sent: the run fails so the hold is seen and a person decides.
         raise Failure(f"LinkIt {district}: {report.held}", metadata=metadata, allow_retries=False)
     return MaterializeResult(metadata=metadata)

@@ -94,7 +94,7 @@ def _run(url: str, leas: list[int], concurrency: int, label: str) -> tuple[str, 
                 name,
                 run_id=label,
                 max_concurrency=concurrency,
-                max_delete_share=1.0,
+                limits={},
             )
             sent += report.sent
             assert not report.failed, report.failed

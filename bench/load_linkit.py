@@ -79,9 +79,7 @@ def _run(label: str, url: str, districts: list[str], concurrency: int) -> dict:
             build_mart(con, district, "email_local_part", label)
         client = LinkItClient(url, *_keys(district), timeout=30)
         try:
-            report = load_district(
-                district, client, max_deactivate_share=0.1, run_id=label, concurrency=concurrency
-            )
+            report = load_district(district, client, limits={}, run_id=label, concurrency=concurrency)
         finally:
             client.close()
         requests.update(report.requests)

@@ -87,7 +87,7 @@ def edfi_load(lea: str) -> dict[str, Any]:
         for resource in edfi.RESOURCES:
             report, _ = edfi.load_resource(
                 connect, client, int(lea), resource, run_id=RUN_ID,
-                max_concurrency=settings.max_concurrency, max_delete_share=1.0,
+                max_concurrency=settings.max_concurrency, limits={},
             )  # fmt: skip
             out[f"{resource}_sent"] = report.sent
             out[f"{resource}_failed"] = report.failed_total
@@ -105,7 +105,7 @@ def linkit_load(district: str) -> dict[str, Any]:
         with connect() as con:
             linkit_mart.build_mart(con, district, settings.username_rule, RUN_ID)
         report = linkit.load_district(
-            district, client, max_deactivate_share=1.0, run_id=RUN_ID, concurrency=resource.concurrency
+            district, client, limits={}, run_id=RUN_ID, concurrency=resource.concurrency
         )
     finally:
         client.close()

@@ -7,12 +7,14 @@ an error naming the file, the row and the field, so a typo never reaches a reque
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pandera.pandas as pa
 
+from staff_pipeline.loads.holds import Limit
 from staff_pipeline.schemas import config as schemas
 from staff_pipeline.settings import paths
 
@@ -86,14 +88,12 @@ class GateSettings:
 @dataclass(frozen=True)
 class EdFiSettings:
     max_concurrency: int
-    max_delete_share: float
-    max_update_share: float
+    limits: Mapping[str, Limit]  # create, update, delete (staff_pipeline.loads.holds)
 
 
 @dataclass(frozen=True)
 class LinkItSettings:
-    max_deactivate_share: float
-    max_update_share: float
+    limits: Mapping[str, Limit]  # create, update, deactivate
     username_rule: str
 
 
@@ -128,6 +128,20 @@ def _share(path: Path, section: str, key: str, value: object) -> float:
     if not isinstance(value, int | float) or not 0 <= value <= 1:
         raise ConfigError(f"{path}: [{section}] {key} must be a share between 0 and 1, got {value!r}")
     return float(value)
+
+
+def _limits(path: Path, section: str, table: dict, actions: tuple[str, ...]) -> dict[str, Limit]:
+    """Per action, ``max_<action>_share`` (required) and ``max_<action>_count`` (optional)."""
+    limits = {}
+    for action in actions:
+        share = _share(path, section, f"max_{action}_share", table[f"max_{action}_share"])
+        count = table.get(f"max_{action}_count")
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+            raise ConfigError(
+                f"{path}: [{section}] max_{action}_count must be a whole number of 0 or more, got {count!r}"
+            )
+        limits[action] = Limit(share, count)
+    return limits
 
 
 def _sis_settings(path: Path, sis: dict) -> SisSettings:
@@ -168,14 +182,10 @@ def load_settings(config_dir: Path | None = None) -> Settings:
             ),
             edfi=EdFiSettings(
                 max_concurrency=int(edfi["max_concurrency"]),
-                max_delete_share=_share(path, "edfi", "max_delete_share", edfi["max_delete_share"]),
-                max_update_share=_share(path, "edfi", "max_update_share", edfi["max_update_share"]),
+                limits=_limits(path, "edfi", edfi, ("create", "update", "delete")),
             ),
             linkit=LinkItSettings(
-                max_deactivate_share=_share(
-                    path, "linkit", "max_deactivate_share", linkit["max_deactivate_share"]
-                ),
-                max_update_share=_share(path, "linkit", "max_update_share", linkit["max_update_share"]),
+                limits=_limits(path, "linkit", linkit, ("create", "update", "deactivate")),
                 username_rule=str(linkit["username_rule"]),
             ),
             schedule=ScheduleSettings(cron=str(schedule["cron"]), timezone=str(schedule["timezone"])),

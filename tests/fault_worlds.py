@@ -182,6 +182,6 @@ def linkit_load(district: str) -> LoadReport:
     try:
         with warehouse.connect() as con:
             build_mart(con, district, "email_local_part", "fault-run")
-        return load_district(district, client, max_deactivate_share=1.0, run_id="fault-run", concurrency=4)
+        return load_district(district, client, limits={}, run_id="fault-run", concurrency=4)
     finally:
         client.close()

@@ -7,7 +7,7 @@ tests do not depend on the conformed stage being built.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -19,6 +19,7 @@ from staff_pipeline.clients.edfi import EdFiClient, forget_tokens
 from staff_pipeline.http import RetryPolicy
 from staff_pipeline.loads.edfi import RESOURCES, LoadReport, load_resource
 from staff_pipeline.loads.edfi_mart import ASSIGNMENTS, build_mart
+from staff_pipeline.loads.holds import Limit
 from staff_pipeline.standins.common import Knobs
 from staff_pipeline.standins.edfi import EdFiStandIn
 from staff_pipeline.vocab import STAFF_CLASSIFICATION_NAMESPACE
@@ -183,13 +184,12 @@ def load_lea(
     lea: int,
     *,
     dry_run: bool = False,
-    confirm_deletes: bool = False,
-    max_delete_share: float = 1.0,
-    confirm_updates: bool = False,
-    max_update_share: float = 1.0,
+    limits: Mapping[str, Limit] | None = None,
+    confirmed: Collection[str] = (),
     on_entry: Callable[[dict], None] | None = None,
 ) -> dict[str, LoadReport]:
-    """Build the LEA's mart and load both resources in order, as the two assets do."""
+    """Build the LEA's mart and load both resources in order, as the two assets do (no limits unless
+    given)."""
     with warehouse.connect() as con:
         build_mart(con, lea)
     return {
@@ -200,11 +200,9 @@ def load_lea(
             resource,
             run_id="test-run",
             max_concurrency=4,
-            max_delete_share=max_delete_share,
-            max_update_share=max_update_share,
+            limits=limits or {},
+            confirmed=confirmed,
             dry_run=dry_run,
-            confirm_deletes=confirm_deletes,
-            confirm_updates=confirm_updates,
             on_entry=on_entry,
         )[0]
         for resource in RESOURCES

@@ -11,6 +11,7 @@ import pytest
 
 from staff_pipeline import warehouse
 from staff_pipeline.clients.linkit import LinkItClient
+from staff_pipeline.loads.holds import Limit
 from staff_pipeline.loads.linkit import LoadReport, load_district
 from staff_pipeline.loads.linkit_mart import build_mart
 from staff_pipeline.standins.linkit import LinkItStandIn
@@ -148,7 +149,8 @@ def mart_and_load(
         build_mart(con, district, rule, "test-run")
     client = LinkItClient(standin.url, *LINKIT_KEYS[district], response_format=response_format)
     try:
-        return load_district(district, client, max_deactivate_share=share, run_id="test-run", **options)
+        limits = {"deactivate": Limit(share), **options.pop("limits", {})}
+        return load_district(district, client, limits=limits, run_id="test-run", **options)
     finally:
         client.close()
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from staff_pipeline import config
+from staff_pipeline.loads.holds import Limit
 from staff_pipeline.settings import REPO_ROOT
 
 
@@ -116,6 +117,22 @@ def test_threshold_out_of_range_is_refused(config_dir: Path) -> None:
     path = config_dir / "pipeline.toml"
     path.write_text(path.read_text().replace("max_rejected_share = 0.05", "max_rejected_share = 5"))
     with pytest.raises(config.ConfigError, match=r"\[gate\] max_rejected_share"):
+        config.load_settings(config_dir)
+
+
+def test_per_action_limits_are_read_and_checked(config_dir: Path) -> None:
+    """Every action of a target has a share; a count is optional, a whole number when given."""
+    path = config_dir / "pipeline.toml"
+    text = path.read_text()
+    path.write_text(text.replace("# max_delete_count = 500", "max_delete_count = 500"))
+    limits = config.load_settings(config_dir).edfi.limits
+    assert limits["delete"] == Limit(0.10, 500) and limits["create"] == Limit(0.50)
+    assert set(config.load_settings(config_dir).linkit.limits) == {"create", "update", "deactivate"}
+    path.write_text(text.replace("# max_delete_count = 500", "max_delete_count = 1.5"))
+    with pytest.raises(config.ConfigError, match=r"\[edfi\] max_delete_count must be a whole number"):
+        config.load_settings(config_dir)
+    path.write_text(text.replace("max_create_share = 0.25\n", ""))
+    with pytest.raises(config.ConfigError, match=r"KeyError: 'max_create_share'"):
         config.load_settings(config_dir)
 
 

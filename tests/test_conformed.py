@@ -258,9 +258,12 @@ def test_an_answer_naming_no_configured_school_is_a_suspiciously_empty_pull(con)
         "SELECT disappeared, passed FROM gate_results WHERE run_id = 'run-2' AND lea_id = 100001"
     ).fetchall() == [(0, True)]
     # the set-aside answer never becomes the one to fall back on
-    assert con.execute(
-        "SELECT request_id FROM eduv_accepted_requests WHERE school_key = 'lakeview-high'"
-    ).fetchall() == accepted
+    assert (
+        con.execute(
+            "SELECT request_id FROM eduv_accepted_requests WHERE school_key = 'lakeview-high'"
+        ).fetchall()
+        == accepted
+    )
 
 
 def test_a_contact_or_assignment_of_a_person_missing_from_staff_blocks_the_model(con) -> None:

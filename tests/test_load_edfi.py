@@ -12,6 +12,7 @@ from staff_pipeline import warehouse
 from staff_pipeline.clients.edfi import EdFiClient, forget_tokens
 from staff_pipeline.loads.edfi_mart import ASSIGNMENTS, CONTACTS, build_mart
 from staff_pipeline.loads.edfi_reconcile import reconcile
+from staff_pipeline.loads.holds import Limit
 from staff_pipeline.standins.edfi import EdFiStandIn
 from tests.fixtures_edfi import (
     LEA_A,
@@ -231,9 +232,9 @@ def test_delete_threshold_holds_the_lea_until_confirmed(edfi_standin, lea_a_clie
     load_lea(lea_a_client, LEA_A)
     Conformed().person("q0", "W20").assign("q0", LEA_A, SCHOOL_A1).write()  # a broken export: 3 of 4 gone
     before = len(edfi_standin.writes())
-    reports = load_lea(lea_a_client, LEA_A, max_delete_share=0.1)
+    reports = load_lea(lea_a_client, LEA_A, limits={"delete": Limit(0.1)})
     assert "held" in reports[ASSIGNMENTS].held and len(edfi_standin.writes()) == before
-    reports = load_lea(lea_a_client, LEA_A, max_delete_share=0.1, confirm_deletes=True)
+    reports = load_lea(lea_a_client, LEA_A, limits={"delete": Limit(0.1)}, confirmed={"delete"})
     assert reports[ASSIGNMENTS].deleted == 3 and len(edfi_standin.records(ASSIGNMENTS)) == 1
 
 
@@ -251,11 +252,42 @@ def test_update_threshold_holds_the_lea_until_confirmed(edfi_standin, lea_a_clie
         world.person(f"u{i}", f"W4{i}").assign(f"u{i}", LEA_A, SCHOOL_A1, title="???")
     world.write()
     before = len(edfi_standin.writes())
-    reports = load_lea(lea_a_client, LEA_A, max_update_share=0.5)
-    assert "updates 4 of 4 records (100%), above max_update_share 50%" in reports[ASSIGNMENTS].held
+    reports = load_lea(lea_a_client, LEA_A, limits={"update": Limit(0.5)})
+    assert f"would update 4 of 4 {ASSIGNMENTS} records (100%), above max_update_share 50%" in (
+        reports[ASSIGNMENTS].held
+    )
     assert len(edfi_standin.writes()) == before
-    reports = load_lea(lea_a_client, LEA_A, max_update_share=0.5, confirm_updates=True)
+    reports = load_lea(lea_a_client, LEA_A, limits={"update": Limit(0.5)}, confirmed={"update"})
     assert reports[ASSIGNMENTS].updated == 4
+
+
+def test_create_threshold_holds_the_lea_but_not_its_first_load(edfi_standin, lea_a_client):
+    """A first load has nothing to compare a share with: it goes (a count could still hold it). Later,
+    a night that would double the LEA's records waits for a person, as do deletes and updates."""
+    for i in range(8):
+        edfi_standin.add_staff(None, f"W5{i}")
+    world = Conformed()
+    for i in range(4):
+        world.person(f"c{i}", f"W5{i}").assign(f"c{i}", LEA_A, SCHOOL_A1)
+    world.write()
+    counted = load_lea(lea_a_client, LEA_A, limits={"create": Limit(0.5, count=3)})
+    assert f"would create 4 of 0 {ASSIGNMENTS} records, above max_create_count 3" in counted[ASSIGNMENTS].held
+    limits = {"create": Limit(0.5)}
+    assert load_lea(lea_a_client, LEA_A, limits=limits)[ASSIGNMENTS].created == 4
+    for i in range(4, 8):
+        world.person(f"c{i}", f"W5{i}").assign(f"c{i}", LEA_A, SCHOOL_A1)
+    world.write()
+    before = len(edfi_standin.writes())
+    reports = load_lea(lea_a_client, LEA_A, limits=limits)
+    assert f"would create 4 of 4 {ASSIGNMENTS} records (100%), above max_create_share 50%" in (
+        reports[ASSIGNMENTS].held
+    )
+    assert "confirm_creates: true" in reports[CONTACTS].held  # the whole LEA, both resources
+    assert len(edfi_standin.writes()) == before
+    counted = load_lea(lea_a_client, LEA_A, limits={"create": Limit(1.0, count=3)})
+    assert "above max_create_count 3" in counted[ASSIGNMENTS].held
+    reports = load_lea(lea_a_client, LEA_A, limits=limits, confirmed={"create"})
+    assert reports[ASSIGNMENTS].created == 4 and not reports[ASSIGNMENTS].held
 
 
 def test_reconcile_repairs_a_ledger_that_disagrees_with_the_api(edfi_standin, lea_a_client):

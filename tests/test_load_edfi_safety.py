@@ -140,7 +140,7 @@ def test_reconcile_leaves_records_nobody_here_knows_alone(edfi_standin):
     found = reconcile(warehouse.connect, client, LEA_B, ASSIGNMENTS, edorgs, run_id="rec")
     assert (found["in_api"], found["adopted"], found["not_ours"]) == (2, 0, 2)
     report, plan = load_resource(
-        warehouse.connect, client, LEA_B, ASSIGNMENTS, run_id="r", max_concurrency=2, max_delete_share=1.0
+        warehouse.connect, client, LEA_B, ASSIGNMENTS, run_id="r", max_concurrency=2, limits={}
     )
     client.close()
     assert plan.counts() == {f"{ASSIGNMENTS}:create": 1} and report.deleted == 0

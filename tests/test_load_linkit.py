@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from staff_pipeline.clients.linkit import LinkItClient
+from staff_pipeline.loads.holds import Limit
 from staff_pipeline.loads.journal import Journal
 from tests.fixtures_linkit import (
     LINKIT_KEYS,
@@ -133,12 +134,15 @@ def test_deactivations_above_the_share_are_held_until_confirmed(linkit_standin) 
     staff[5]["first_name"] = "Changed"
     write_conformed(staff, assignments)
     held = mart_and_load(linkit_standin, share=0.2)
-    assert "3 of 10 active accounts" in held.held and "confirm_deactivations" in held.held
-    assert held.outcomes["deactivated"] == 0 and held.outcomes["held"] == 3
-    assert held.outcomes["updated"] == 1  # the rest of the district still loads
+    assert "would deactivate 3 of 10 active accounts (30%)" in held.held
+    assert "confirm_deactivations: true" in held.held
+    # the whole district waits: a source wrong about who left is not trusted for the rest either
+    assert held.outcomes["deactivated"] == 0 and held.outcomes["updated"] == 0 and held.outcomes["held"] == 4
     assert all(u["Status"] == "Active" for u in linkit_standin.users("lakeview"))
-    confirmed = mart_and_load(linkit_standin, share=0.2, confirm_deactivations=True)
-    assert confirmed.outcomes["deactivated"] == 3 and not confirmed.held
+    assert not any(u["FirstName"] == "Changed" for u in linkit_standin.users("lakeview"))
+    confirmed = mart_and_load(linkit_standin, share=0.2, confirmed={"deactivate"})
+    assert confirmed.outcomes["deactivated"] == 3 and confirmed.outcomes["updated"] == 1
+    assert not confirmed.held
     assert sum(u["Status"] == "Inactive" for u in linkit_standin.users("lakeview")) == 3
 
 
@@ -150,12 +154,35 @@ def test_updates_above_the_share_are_held_until_confirmed(linkit_standin) -> Non
     for row in staff[:6]:
         row["first_name"] = "Broken"
     write_conformed(staff, assignments)
-    held = mart_and_load(linkit_standin, max_update_share=0.5)
-    assert "6 of 10 active accounts would be updated" in held.held and "confirm_updates" in held.held
+    held = mart_and_load(linkit_standin, limits={"update": Limit(0.5)})
+    assert "would update 6 of 10 active accounts (60%)" in held.held and "confirm_updates" in held.held
     assert held.outcomes["held"] == 6 and held.outcomes["updated"] == 0
     assert not any(u["FirstName"] == "Broken" for u in linkit_standin.users("lakeview"))
-    confirmed = mart_and_load(linkit_standin, max_update_share=0.5, confirm_updates=True)
+    confirmed = mart_and_load(linkit_standin, limits={"update": Limit(0.5)}, confirmed={"update"})
     assert confirmed.outcomes["updated"] == 6 and not confirmed.held
+
+
+def test_a_re_keyed_export_creating_everyone_again_is_held_whole(linkit_standin) -> None:
+    """An export whose every identifier changed: the model sees ten new people and ten gone, so LinkIt
+    would get a second account for everyone (a create cannot be taken back) and the first ones
+    deactivated. Both are over their limits; nothing is sent. A first load (no active accounts yet)
+    has no share to compare with: it goes, unless a count holds it."""
+    staff, assignments = _people(10)
+    write_conformed(staff, assignments)
+    first = mart_and_load(linkit_standin, limits={"create": Limit(0.25)})
+    assert first.outcomes["created"] == 10 and not first.held
+    staff = [staff_row(f"n{i}", f"X{i}") for i in range(1, 11)]
+    write_conformed(staff, [assignment(f"n{i}") for i in range(1, 11)])
+    limits = {"create": Limit(0.25), "deactivate": Limit(0.1)}
+    held = mart_and_load(linkit_standin, limits=limits)
+    assert "would create 10 of 10 active accounts (100%), above max_create_share 25%" in held.held
+    assert "would deactivate 10 of 10" in held.held and "confirm_creates: true" in held.held
+    assert len(linkit_standin.users("lakeview")) == 10 and held.outcomes["held"] == 20
+    confirmed_one = mart_and_load(linkit_standin, limits=limits, confirmed={"create"})
+    assert "confirm_deactivations" in confirmed_one.held and "create" not in confirmed_one.held
+    assert len(linkit_standin.users("lakeview")) == 10
+    capped = mart_and_load(linkit_standin, limits={"create": Limit(1.0, count=5)})
+    assert "max_create_count 5" in capped.held
 
 
 def test_dry_run_shows_the_plan_and_sends_nothing(linkit_standin) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +24,7 @@ import duckdb
 from staff_pipeline.clients.edfi import EdFiAnswer, EdFiClient, TokenError
 from staff_pipeline.http import ApiError
 from staff_pipeline.loads.edfi_mart import ASSIGNMENTS, CONTACTS
+from staff_pipeline.loads.holds import Limit, held_message, over_limits
 from staff_pipeline.loads.journal import Journal, append_events, ensure_events
 from staff_pipeline.loads.workers import run_workers
 
@@ -94,17 +95,10 @@ class Plan:
     lea_id: int
     items: list[PlanItem]
     desired: dict[str, int]
-    in_ledger: int
+    in_ledger: dict[str, int]  # records the LEA holds per resource, before this plan
 
     def counts(self) -> dict[str, int]:
         return dict(Counter(f"{i.resource}:{i.action}" for i in self.items))
-
-    def count(self, action: str) -> int:
-        return sum(i.action == action for i in self.items)
-
-    def share(self, action: str) -> float:
-        """The planned ``action`` requests over the records the LEA has in the ledger."""
-        return self.count(action) / self.in_ledger if self.in_ledger else 0.0
 
     def sample(self, per_kind: int = 5) -> list[dict[str, str]]:
         """A few planned requests per resource and action, for the dry-run report."""
@@ -273,12 +267,16 @@ def make_plan(con: duckdb.DuckDBPyConnection, lea_id: int) -> Plan:
             params,
         ).fetchall()
     )
-    in_ledger = con.execute("SELECT count(*) FROM ledger_edfi WHERE lea_id = $lea", params).fetchall()[0][0]
+    in_ledger = dict(
+        con.execute(
+            "SELECT resource, count(*) FROM ledger_edfi WHERE lea_id = $lea GROUP BY resource", params
+        ).fetchall()
+    )
     items = [
         PlanItem(*r[:6], tuple(r[6]), bool(r[7]), r[9], tuple(r[10]), bool(r[11]))  # r[8]: the phase
         for r in rows
     ]
-    return Plan(int(lea_id), items, desired, int(in_ledger))
+    return Plan(int(lea_id), items, desired, in_ledger)
 
 
 def _find_id(client: EdFiClient, item: PlanItem) -> str | None:
@@ -462,18 +460,19 @@ def load_resource(
     *,
     run_id: str,
     max_concurrency: int,
-    max_delete_share: float,
-    max_update_share: float = 1.0,
+    limits: Mapping[str, Limit],
+    confirmed: Collection[str] = (),
     dry_run: bool = False,
-    confirm_deletes: bool = False,
-    confirm_updates: bool = False,
     on_entry: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[LoadReport, Plan]:
     """Bring one resource of one LEA to the mart's state; returns the report and the whole LEA's plan.
 
-    The delete and update thresholds look at the whole LEA (both resources), so a broken source
-    holds every request of the LEA until someone confirms. Whatever happens while sending, the
-    completed requests are folded into the ledger before returning or raising.
+    The per-action ``limits`` (:mod:`staff_pipeline.loads.holds`) apply to each resource's plan
+    against the records the ledger holds of it, and one resource over a limit holds every request of
+    the LEA until someone confirms the action (``confirmed``): both resources' loads reach the same
+    decision, whichever runs first (the first one's sent requests leave nothing of its own planned).
+    Whatever happens while sending, the completed requests are folded into the ledger before
+    returning or raising.
     """
     journal = Journal(TARGET, str(lea_id))
     with connect() as con:
@@ -484,20 +483,19 @@ def load_resource(
         report.held = "dry run: nothing sent"
         return report, plan
     holds = [
-        f"{action}s {plan.count(action)} of {plan.in_ledger} records ({plan.share(action):.0%}), above "
-        f"max_{action}_share {limit:.0%} (confirm_{action}s: true)"
-        for action, limit, confirmed in (
-            ("delete", max_delete_share, confirm_deletes),
-            ("update", max_update_share, confirm_updates),
+        hold
+        for res in RESOURCES
+        for hold in over_limits(
+            Counter(i.action for i in plan.items if i.resource == res),
+            plan.in_ledger.get(res, 0),
+            limits,
+            confirmed,
+            f"{res} records",
         )
-        if plan.share(action) > limit and not confirmed
     ]
     if holds:
         report = summarise(lea_id, resource, plan, [])
-        report.held = (
-            f"held: the plan {' and '.join(holds)}; nothing sent. Check the source, then run again "
-            "with the confirmation named"
-        )
+        report.held = held_message(holds)
         return report, plan
     try:
         sent = send_plan(

@@ -22,7 +22,7 @@ import itertools
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,31 +33,14 @@ import pandas as pd
 from staff_pipeline import warehouse
 from staff_pipeline.clients.linkit import LinkItClient, LinkItError
 from staff_pipeline.http import ApiError, worth_retrying
-from staff_pipeline.loads.journal import Journal, append_events, ensure_events
-from staff_pipeline.loads.linkit_mart import FIELD_OF, LEAVING_RULES, LEDGER, MART, REJECTED, ensure_tables
+from staff_pipeline.loads.holds import Limit, held_message, over_limits
+from staff_pipeline.loads.journal import Journal
+from staff_pipeline.loads.linkit_ledger import LEDGER, TARGET, fold_journal
+from staff_pipeline.loads.linkit_mart import FIELD_OF, LEAVING_RULES, MART, REJECTED, ensure_tables
 from staff_pipeline.loads.workers import run_workers
 
 log = logging.getLogger(__name__)
 
-TARGET = "linkit"
-JOURNAL_COLUMNS = {
-    "seq": "BIGINT",
-    "kind": "VARCHAR",
-    "run_id": "VARCHAR",
-    "local_code": "VARCHAR",
-    "person_id": "VARCHAR",
-    "action": "VARCHAR",
-    "ok": "BOOLEAN",
-    "user_id": "BIGINT",
-    "user_name": "VARCHAR",
-    "role": "VARCHAR",
-    "content_hash": "VARCHAR",
-    "school_ids": "BIGINT[]",
-    "status": "VARCHAR",
-    "http_status": "INTEGER",
-    "error": "VARCHAR",
-    "replaces": "VARCHAR",
-}
 
 PLAN_SQL = f"""
 SELECT coalesce(m.local_code, l.local_code) AS local_code, coalesce(m.person_id, l.person_id) AS person_id,
@@ -260,86 +243,6 @@ class _Sender:
 
 
 # -- warehouse side ------------------------------------------------------------------------
-def fold_journal(con: duckdb.DuckDBPyConnection, journal: Journal, district: str) -> int:
-    """Fold completed requests into ``ledger_linkit`` and ``load_events``, then clear the journal.
-
-    The ledger row of a LocalCode takes the account state of its last successful request, and the
-    content hash of the last request that wrote fields. An intent with no success after it leaves
-    a ``pending`` row, which makes the next run look the person up before creating.
-    """
-    ensure_tables(con)
-    ensure_events(con)
-    if journal.to_table(con, "lk_journal", JOURNAL_COLUMNS) == 0:
-        journal.clear()
-        return 0
-    params = {"district": district}
-    con.execute("BEGIN TRANSACTION")
-    try:
-        con.execute(
-            """
-            CREATE OR REPLACE TEMP TABLE lk_fold AS
-            WITH j AS (SELECT *, row_number() OVER (ORDER BY journaled_at, seq) AS n FROM lk_journal),
-            last_ok AS (SELECT * FROM j WHERE kind = 'done' AND ok
-                        QUALIFY row_number() OVER (PARTITION BY local_code ORDER BY n DESC) = 1),
-            hashes AS (SELECT local_code, arg_max(content_hash, n) AS content_hash FROM j
-                       WHERE kind = 'done' AND ok AND content_hash IS NOT NULL GROUP BY local_code),
-            pending AS (SELECT local_code, arg_max(person_id, n) AS person_id, max(n) AS n FROM j
-                        WHERE kind = 'intent' GROUP BY local_code)
-            SELECT coalesce(o.local_code, p.local_code) AS local_code,
-                   coalesce(o.person_id, p.person_id) AS person_id,
-                   o.user_id, o.user_name, o.role, h.content_hash, o.school_ids,
-                   CASE WHEN o.n IS NULL OR p.n > o.n THEN 'pending' ELSE o.status END AS status,
-                   o.action AS last_action, coalesce(o.run_id, '') AS run_id,
-                   o.journaled_at AS sent_at  -- when the answer came, not when it was folded
-            FROM last_ok o FULL OUTER JOIN pending p USING (local_code)
-            LEFT JOIN hashes h USING (local_code)
-            """
-        )
-        con.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE lk_merged AS
-            SELECT $district AS district, f.local_code, coalesce(f.person_id, l.person_id) AS person_id,
-                   coalesce(f.user_id, l.user_id) AS user_id, coalesce(f.user_name, l.user_name) AS user_name,
-                   coalesce(f.role, l.role) AS role, coalesce(f.content_hash, l.content_hash) AS content_hash,
-                   coalesce(f.school_ids, l.school_ids) AS school_ids,
-                   CASE WHEN f.status = 'pending' AND l.status IN ('active', 'inactive') THEN l.status
-                        ELSE f.status END AS status,
-                   coalesce(f.last_action, l.last_action) AS last_action, f.run_id,
-                   coalesce(f.sent_at, now()) AS updated_at
-            FROM lk_fold f LEFT JOIN (SELECT * FROM {LEDGER} WHERE district = $district) l USING (local_code)
-            """,
-            params,
-        )
-        con.execute(
-            f"DELETE FROM {LEDGER} WHERE district = $district "
-            "AND local_code IN (SELECT local_code FROM lk_merged)",
-            params,
-        )
-        con.execute(f"INSERT INTO {LEDGER} SELECT * FROM lk_merged")
-        # An account whose LocalCode changed now lives under the new code only.
-        con.execute(
-            f"""
-            DELETE FROM {LEDGER} WHERE district = $district AND local_code IN (
-                SELECT replaces FROM lk_journal WHERE kind = 'done' AND ok AND replaces IS NOT NULL
-                EXCEPT SELECT local_code FROM lk_merged)
-            """,
-            params,
-        )
-        append_events(
-            con,
-            "SELECT run_id, 'linkit' AS target, $district AS partition_key, local_code AS record_key, "
-            "action, ok, http_status, error, journaled_at AS event_at, "
-            "CAST(user_id AS VARCHAR) AS target_id, content_hash, NULL AS body "
-            "FROM lk_journal WHERE kind = 'done'",
-            params,
-        )
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
-    folded = con.execute("SELECT count(*) FROM lk_journal").fetchone()[0]
-    journal.clear()
-    return int(folded)
 
 
 def plan_district(con: duckdb.DuckDBPyConnection, district: str) -> tuple[pd.DataFrame, int]:
@@ -401,17 +304,17 @@ def load_district(
     district: str,
     client: LinkItClient,
     *,
-    max_deactivate_share: float,
+    limits: Mapping[str, Limit],
     run_id: str,
-    max_update_share: float = 1.0,
+    confirmed: Collection[str] = (),
     dry_run: bool = False,
-    confirm_deactivations: bool = False,
-    confirm_updates: bool = False,
     concurrency: int = 8,
     journal: Journal | None = None,
     connect: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]] = warehouse.connect,
 ) -> LoadReport:
-    """Plan, hold what needs a person's confirmation, send, and fold the journal into the ledger."""
+    """Plan, hold the district if an action is over its limit and not ``confirmed``
+    (:mod:`staff_pipeline.loads.holds`, against the active accounts; creates count new and
+    reactivated accounts), send, and fold the journal into the ledger."""
     journal = journal or Journal(TARGET, district)
     report = LoadReport(district, dry_run)
     with connect() as con:
@@ -423,21 +326,12 @@ def load_district(
         report.outcomes["kept"] = report.plan["keep"]
         plan = plan[plan["action"] != "keep"]
     report.preview = plan[["action", "local_code", "user_name", "role", "school_ids", "user_id"]].head(20)
-    # Above its share of the active accounts, an action waits for a person; the rest still loads.
-    holds = []
-    for action, share, confirmed, flag in (
-        ("deactivate", max_deactivate_share, confirm_deactivations, "confirm_deactivations"),
-        ("update", max_update_share, confirm_updates, "confirm_updates"),
-    ):
-        n = report.plan[action]
-        if n and not confirmed and n > share * max(active, 1):
-            holds.append(
-                f"{n} of {active} active accounts would be {action}d (more than {share:.0%}): held until "
-                f"confirmed (run config {flag}: true)"
-            )
-            report.outcomes["held"] += n
-            plan = plan[plan["action"] != action]
-    report.held = "; ".join(holds)
+    planned = {**report.plan, "create": report.plan["create"] + report.plan["reactivate"]}
+    holds = over_limits(planned, active, limits, confirmed, "active accounts")
+    if holds:
+        report.held = held_message(holds)
+        report.outcomes["held"] = len(plan)
+        return report
     if dry_run:
         return report
     sender = _Sender(client, journal, run_id)

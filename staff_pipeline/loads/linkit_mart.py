@@ -25,12 +25,12 @@ from datetime import UTC, datetime
 
 import duckdb
 
+from staff_pipeline.loads.linkit_ledger import LEDGER, ensure_ledger, fold_district
 from staff_pipeline.transform.conformed import linkit_local_codes
 from staff_pipeline.vocab import LINKIT_LIMITS, LINKIT_ROLE_RANK
 
 MART = "mart_linkit_staff"
 REJECTED = "mart_linkit_rejected"
-LEDGER = "ledger_linkit"
 
 MART_DDL = f"""
 CREATE TABLE IF NOT EXISTS {MART} (
@@ -50,12 +50,6 @@ CREATE TABLE IF NOT EXISTS {REJECTED} (
     district VARCHAR, person_id VARCHAR, local_code VARCHAR, rule VARCHAR, field VARCHAR,
     value VARCHAR, reason VARCHAR, run_id VARCHAR, rejected_at TIMESTAMPTZ
 )"""
-LEDGER_DDL = f"""
-CREATE TABLE IF NOT EXISTS {LEDGER} (
-    district VARCHAR, local_code VARCHAR, person_id VARCHAR, user_id BIGINT, user_name VARCHAR,
-    role VARCHAR, content_hash VARCHAR, school_ids BIGINT[], status VARCHAR, last_action VARCHAR,
-    run_id VARCHAR, updated_at TIMESTAMPTZ
-)"""
 
 # Mart column -> LinkIt field, for the limits and the request bodies.
 FIELD_OF = {
@@ -71,8 +65,9 @@ HASHED = ("role", "user_name", "first_name", "last_name", "email_address", "phon
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
-    for ddl in (MART_DDL, REJECTED_DDL, LEDGER_DDL):
+    for ddl in (MART_DDL, REJECTED_DDL):
         con.execute(ddl)
+    ensure_ledger(con)
     for column, kind in MART_ADDED.items():
         con.execute(f"ALTER TABLE {MART} ADD COLUMN IF NOT EXISTS {column} {kind}")
 
@@ -141,6 +136,7 @@ def build_mart(
     ``check`` (the mart's contract) runs before the rows commit: if it raises, the district keeps
     its previous mart, so a load run on its own never sends rows that broke the contract."""
     ensure_tables(con)
+    fold_district(con, district)  # each person's account is read from the ledger: a current one
     now = datetime.now(UTC)
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE lk_candidates AS {_candidates_sql(username_rule)}",
