@@ -7,7 +7,8 @@ does), then run every stage in a subprocess of its own (``bench.stages``), timin
 peak RSS (``VmHWM``, reported by the process itself): extract, gate + conform, each LEA's Ed-Fi
 load, each district's LinkIt load.
 Baselines in the same run: DuckDB alone reading the same raw files, DuckDB alone copying the tables
-the gate and the model write (the floor under those two steps), and a plain ``requests`` loop
+the gate and the model write and parsing the Edu-V answers once (with the copy, the floor under those
+two steps), and a plain ``requests`` loop
 posting the same Ed-Fi records one by one. Then 1% of the SIS rows change and the pipeline runs
 again (incremental). Loads above ``--loads-up-to`` people are skipped (they dominate the run time),
 and the plain loop above ``--baseline-up-to`` (at a million people it alone would take most of an
@@ -127,7 +128,7 @@ def change_one_percent(generated_inbox: Path, inbox: Path) -> int:
     return changed
 
 
-FIRST_NIGHT = ("extract", "gate", "conform", "duckdb_copy", "checksums")
+FIRST_NIGHT = ("extract", "gate", "conform", "duckdb_copy", "duckdb_parse", "checksums")
 
 
 def _first_nights(root: Path, generated: Any, standins: dict[str, Any], repeats: int) -> list[Stage]:
@@ -196,6 +197,7 @@ def bench_scale(
                 stages += [_measured(standins, "linkit", d) for d in districts]
             result["baselines"].append(run_stage("duckdb_raw", str(generated.root)))
             result["baselines"].append(_fastest(result["trials"], "duckdb_copy"))
+            result["baselines"].append(_fastest(result["trials"], "duckdb_parse"))
             if with_loads and with_baseline:
                 result["baselines"] += [_measured(standins, "naive_edfi", lea) for lea in leas]
             if with_loads:
@@ -277,7 +279,11 @@ def _by_trial(trials: list[Stage]) -> list[dict[str, Stage]]:
 
 def _trials_note(result: dict[str, Any]) -> str:
     trials = len(_by_trial(result.get("trials", [])))
-    return f"; extract, gate, conform and the copy: the fastest of {trials} trials each" if trials > 1 else ""
+    return (
+        f"; extract, gate, conform, the copy and the parse: the fastest of {trials} trials each"
+        if trials > 1
+        else ""
+    )
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -350,6 +356,16 @@ def table(results: list[dict[str, Any]]) -> str:
                 f"({copy.counts['rows']:,} rows, no logic) | {copy.work:.1f} | {copy.rss_mb:.0f} | "
                 f"gate + conform take {(gate.work + conform.work) / max(copy.work, 0.001):.2f}× the copy; "
                 f"the copy takes {copy.work / max(extract.work, 0.001):.2f}× the extract |"
+            )
+        parse = next((b for b in r["baselines"] if b.name.startswith("duckdb_parse")), None)
+        if copy and parse:
+            floor = copy.work + parse.work
+            lines.append(
+                f"| {r['people']:,} | DuckDB alone parsing every Edu-V element once "
+                f"({parse.counts['elements']:,}, json_transform, nothing else) | {parse.work:.1f} | "
+                f"{parse.rss_mb:.0f} | with the copy, the floor under the two steps: {floor:.1f} s, "
+                f"{floor / max(extract.work, 0.001):.2f}× the extract; their logic beyond it takes "
+                f"{gate.work + conform.work - floor:.1f} s |"
             )
         naive = _group(r["baselines"], "naive_edfi")
         pipeline = _group(r["stages"], "edfi")

@@ -1,7 +1,8 @@
 """One pipeline stage (or one baseline) in a process of its own, so its peak RSS is its own.
 
     python -m bench.stages startup | extract | gate | conform | edfi <lea> | linkit <district>
-                           | duckdb_raw <generated dir> | duckdb_copy | checksums | naive_edfi <lea>
+                           | duckdb_raw <generated dir> | duckdb_copy | duckdb_parse | checksums
+                           | naive_edfi <lea>
 
 Run by ``python -m bench`` with the stand-ins' URLs and keys in the environment (as the demo sets
 them) and ``STAFF_DATA_DIR`` pointing at the benchmark's warehouse. The stages call the same plain
@@ -30,7 +31,7 @@ from staff_pipeline.loads import edfi, edfi_mart, linkit, linkit_mart
 from staff_pipeline.settings import paths
 from staff_pipeline.transform import steps
 from staff_pipeline.transform.conformed import CONFORMED
-from staff_pipeline.transform.staging import STAGED
+from staff_pipeline.transform.staging import EMPLOYEE_SHAPE, STAGED
 from staff_pipeline.warehouse import connect
 
 RUN_ID = os.environ.get("BENCH_RUN_ID", "bench")
@@ -157,6 +158,18 @@ def duckdb_copy() -> dict[str, Any]:
     return {"tables": len(OUTPUT_TABLES), "rows": rows}
 
 
+def duckdb_parse() -> dict[str, Any]:
+    """Baseline: DuckDB alone parsing every landed Edu-V element with the staging's JSON shape
+    (``json_transform`` into a temp table), nothing else: the one read of the answers that any gate
+    has to make. With the copy, the floor under the two steps."""
+    with connect() as con:
+        con.execute(
+            "CREATE TEMP TABLE parsed AS "
+            f"SELECT json_transform(employee, '{EMPLOYEE_SHAPE}') AS e FROM raw_eduv_employees"
+        )
+        return {"elements": con.execute("SELECT count(*) FROM parsed").fetchone()[0]}
+
+
 def checksums() -> dict[str, Any]:
     """Not timed work: an order-independent checksum of every staged and conformed table, so trials
     of the same night can be compared for content, not only row counts. ``record_no`` is left out:
@@ -212,6 +225,7 @@ STAGES = {
     "linkit": linkit_load,
     "duckdb_raw": duckdb_raw,
     "duckdb_copy": duckdb_copy,
+    "duckdb_parse": duckdb_parse,
     "checksums": checksums,
     "naive_edfi": naive_edfi,
 }

@@ -34,7 +34,7 @@ STAGED = (
 )
 CANDIDATES = {name: f"cand_{name.removeprefix('stg_')}" for name in STAGED}
 
-_EMPLOYEE_SHAPE = (
+EMPLOYEE_SHAPE = (
     '{"givenName":"VARCHAR","preferredFirstName":"VARCHAR","familyNamePrefix":"VARCHAR",'
     '"familyName":"VARCHAR","alias":"VARCHAR","email":"VARCHAR","phone":"VARCHAR","mobile":"VARCHAR",'
     '"status":"VARCHAR",'
@@ -229,7 +229,7 @@ def build_eduv_candidates(con: duckdb.DuckDBPyConnection) -> list[str]:
         f"""
         CREATE OR REPLACE TEMP TABLE eduv_elements AS
         SELECT r.rowid AS element_id, u.request_no, r.element_no, r.school_key, u.lea_id,
-               json_transform(r.employee, '{_EMPLOYEE_SHAPE}') AS e
+               json_transform(r.employee, '{EMPLOYEE_SHAPE}') AS e
         FROM {source} r
         JOIN eduv_requests_used u ON u.request_id = r.request_id AND u.school_key = r.school_key
         """
