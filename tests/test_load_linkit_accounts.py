@@ -177,3 +177,28 @@ def test_a_refused_request_is_journalled_with_the_request_and_the_apis_text(link
     assert any("999" in error for error in report.failures)  # the run's counts: the API's text
     [(error,)] = table("SELECT error FROM load_events WHERE NOT ok")
     assert "/schools" in error and "POST" in error and "999" in error  # the request, then the text
+
+
+def test_a_user_name_held_by_a_hand_made_account_gives_way_to_the_next_free_name(linkit_standin) -> None:
+    """An account made by hand in LinkIt holds "ann" under another LocalCode: Ann's create fails once,
+    naming that account, and the next run names her "ann2" instead of failing every night."""
+    client = LinkItClient(linkit_standin.url, *LINKIT_KEYS["lakeview"])
+    try:
+        fields = {"UserName": "ann", "LocalCode": "HAND1", "FirstName": "Ann", "LastName": "Else"}
+        client.create_staff({**fields, "Role": "TEACHER", "SchoolID": 501})
+    finally:
+        client.close()
+    staff, assignments = _people(("p1", "L1", "ann@x.org"), ("p2", "L2", "bob@x.org"))
+    write_conformed(staff, assignments)
+    first = mart_and_load(linkit_standin)
+    assert first.outcomes["created"] == 1 and first.outcomes["failed"] == 1
+    assert any("UserName ann belongs to another LinkIt account (LocalCode HAND1)" in e for e in first.failures)
+    assert table("SELECT user_name FROM linkit_foreign_names") == [("ann",)]
+    second = mart_and_load(linkit_standin)
+    assert second.outcomes["created"] == 1 and not second.failures
+    assert _accounts(linkit_standin) == {
+        "HAND1": ("ann", "Active"),
+        "L1": ("ann2", "Active"),
+        "L2": ("bob", "Active"),
+    }
+    assert mart_and_load(linkit_standin).plan == {}  # and it stays so

@@ -182,9 +182,12 @@ class _Sender:
         if found:
             return found[0]
         if row.get("user_name") and (other := self.client.find_staff(username=row["user_name"])):
+            # remembered (linkit_ledger.FOREIGN): the next mart names this person with the next suffix
+            holder = other[0]
+            self._log(row, "create", kind="foreign", user_id=holder["UserID"], user_name=holder["UserName"])
             error = (
                 f"UserName {row['user_name']} belongs to another LinkIt account "
-                f"(LocalCode {other[0]['LocalCode']}); not adopted"
+                f"(LocalCode {holder['LocalCode']}); not adopted, the next run takes the next free name"
             )
             raise LinkItError(error, error=error)
         return None

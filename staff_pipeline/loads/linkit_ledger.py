@@ -20,6 +20,14 @@ CREATE TABLE IF NOT EXISTS {LEDGER} (
     role VARCHAR, content_hash VARCHAR, school_ids BIGINT[], status VARCHAR, last_action VARCHAR,
     run_id VARCHAR, updated_at TIMESTAMPTZ
 )"""
+# UserNames held by LinkIt accounts the ledger does not know (made by hand, another system's): the
+# mart names nobody with them, so a person whose create met one takes the next suffix next run
+# instead of failing every night.
+FOREIGN = "linkit_foreign_names"
+FOREIGN_DDL = f"""
+CREATE TABLE IF NOT EXISTS {FOREIGN} (
+    district VARCHAR, user_name VARCHAR, user_id BIGINT, seen_at TIMESTAMPTZ
+)"""
 JOURNAL_COLUMNS = {
     "seq": "BIGINT",
     "kind": "VARCHAR",
@@ -105,6 +113,16 @@ def fold_journal(con: duckdb.DuckDBPyConnection, journal: Journal, district: str
             """,
             params,
         )
+        con.execute(
+            f"""
+            INSERT INTO {FOREIGN}
+            SELECT DISTINCT ON (lower(user_name)) $district, user_name, user_id, journaled_at
+            FROM lk_journal j WHERE kind = 'foreign' AND user_name IS NOT NULL
+              AND NOT EXISTS (SELECT 1 FROM {FOREIGN} f
+                              WHERE f.district = $district AND lower(f.user_name) = lower(j.user_name))
+            """,
+            params,
+        )
         append_events(
             con,
             "SELECT run_id, 'linkit' AS target, $district AS partition_key, local_code AS record_key, "
@@ -124,6 +142,7 @@ def fold_journal(con: duckdb.DuckDBPyConnection, journal: Journal, district: str
 
 def ensure_ledger(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(LEDGER_DDL)
+    con.execute(FOREIGN_DDL)
 
 
 def fold_district(con: duckdb.DuckDBPyConnection, district: str) -> int:

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 
 import duckdb
 
-from staff_pipeline.loads.linkit_ledger import LEDGER, ensure_ledger, fold_district
+from staff_pipeline.loads.linkit_ledger import FOREIGN, LEDGER, ensure_ledger, fold_district
 from staff_pipeline.transform.conformed import linkit_local_codes
 from staff_pipeline.vocab import LINKIT_LIMITS, LINKIT_ROLE_RANK
 
@@ -149,6 +149,11 @@ def build_mart(
         SELECT local_code, person_id, user_id, user_name, status, updated_at FROM {LEDGER}
         WHERE district = $district AND status IN ('active', 'inactive', 'pending')
         """,
+        {"district": district},
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE lk_foreign AS "
+        f"SELECT user_name FROM {FOREIGN} WHERE district = $district",
         {"district": district},
     )
     # Reasons a person is not loaded, one row per (person, rule, field); the first decides.
@@ -311,7 +316,8 @@ def _name_accounts(con: duckdb.DuckDBPyConnection) -> None:
         ),
         taken AS (
             SELECT DISTINCT lower(user_name) AS name, regexp_replace(lower(user_name), '[0-9]+$', '') AS stem
-            FROM lk_ledger WHERE user_name IS NOT NULL
+            FROM (SELECT user_name FROM lk_ledger UNION ALL SELECT user_name FROM lk_foreign)
+            WHERE user_name IS NOT NULL
         ),
         bound AS (
             SELECT b.username_base, any_value(b.m) + count(t.name) AS n
