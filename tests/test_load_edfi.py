@@ -232,6 +232,8 @@ def test_delete_threshold_holds_the_lea_until_confirmed(edfi_standin, lea_a_clie
     load_lea(lea_a_client, LEA_A)
     Conformed().person("q0", "W20").assign("q0", LEA_A, SCHOOL_A1).write()  # a broken export: 3 of 4 gone
     before = len(edfi_standin.writes())
+    dry = load_lea(lea_a_client, LEA_A, limits={"delete": Limit(0.1)}, dry_run=True)
+    assert dry[ASSIGNMENTS].held.startswith("dry run: nothing sent; held: the plan would delete 3 of 4")
     reports = load_lea(lea_a_client, LEA_A, limits={"delete": Limit(0.1)})
     assert "held" in reports[ASSIGNMENTS].held and len(edfi_standin.writes()) == before
     reports = load_lea(lea_a_client, LEA_A, limits={"delete": Limit(0.1)}, confirmed={"delete"})

@@ -478,10 +478,6 @@ def load_resource(
     with connect() as con:
         fold_journal(con, journal, lea_id)
         plan = make_plan(con, lea_id)
-    if dry_run:
-        report = summarise(lea_id, resource, plan, [])
-        report.held = "dry run: nothing sent"
-        return report, plan
     holds = [
         hold
         for res in RESOURCES
@@ -493,9 +489,11 @@ def load_resource(
             f"{res} records",
         )
     ]
-    if holds:
+    if dry_run or holds:
         report = summarise(lea_id, resource, plan, [])
-        report.held = held_message(holds)
+        # a dry run also says whether the real run would be held, and by what
+        parts = (["dry run: nothing sent"] if dry_run else []) + ([held_message(holds)] if holds else [])
+        report.held = "; ".join(parts)
         return report, plan
     try:
         sent = send_plan(
