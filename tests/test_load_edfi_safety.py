@@ -8,7 +8,7 @@ from datetime import date
 import pytest
 
 from staff_pipeline import warehouse
-from staff_pipeline.clients.edfi import EdFiClient
+from staff_pipeline.clients.edfi import EdFiClient, EdFiResource
 from staff_pipeline.loads.edfi import MOVE_WITHHELD_REASON, WITHHELD_REASON, load_resource
 from staff_pipeline.loads.edfi_mart import ASSIGNMENTS, CHOICE_REASON, CONTACTS, build_mart
 from staff_pipeline.loads.edfi_reconcile import reconcile
@@ -103,6 +103,36 @@ def test_records_the_api_answered_without_an_id_are_still_deleted(edfi_standin, 
     report = load_lea(lea_a_client, LEA_A)[ASSIGNMENTS]
     assert report.deleted == 1 and report.replaced_in_place == 0
     assert [r["staffReference"]["staffUniqueId"] for r in edfi_standin.records(ASSIGNMENTS)] == ["W7"]
+
+
+def test_a_delete_answered_404_by_a_wrong_data_path_keeps_the_record(edfi_standin, lea_a_client):
+    """A year-specific ODS answers every data route of another year 404. The DELETE's 404 is then no
+    proof the record is gone: counted as done, the ledger forgot records that stayed in the ODS for
+    good. Only a 404 from a route that exists (GET of the resource answers 200) is "already gone"."""
+    for wiseid in ("W5", "W6"):
+        edfi_standin.add_staff(None, wiseid)
+    world = Conformed().person("p5", "W5").person("p6", "W6")
+    world.assign("p5", LEA_A, SCHOOL_A1).assign("p6", LEA_A, SCHOOL_A1).write()
+    load_lea(lea_a_client, LEA_A)
+    Conformed().person("p5", "W5").assign("p5", LEA_A, SCHOOL_A1).write()  # p6 leaves
+    resource = EdFiResource(
+        base_url=edfi_standin.url, client_id=f"lea-{LEA_A}", client_secret="secret-a",
+        data_path="/data/v3/2027/ed-fi",  # the year's segment, by configuration
+    )  # fmt: skip
+    other_year = resource.client_for(LEA_A)
+    try:
+        report = load_lea(other_year, LEA_A)[ASSIGNMENTS]
+    finally:
+        other_year.close()
+    assert report.deleted == 0 and _ledger_count(ASSIGNMENTS) == 2
+    assert any("the data path is wrong, not the record gone" in message for message in report.failed)
+    report = load_lea(lea_a_client, LEA_A)[ASSIGNMENTS]  # the right path: the record goes
+    assert report.deleted == 1 and _ledger_count(ASSIGNMENTS) == 1
+    [kept] = edfi_standin.records(ASSIGNMENTS)
+    assert lea_a_client.delete(ASSIGNMENTS, kept["id"]).status == 204  # someone else deletes it
+    Conformed().write()  # p5 leaves too: its DELETE answers 404 on a route that exists
+    report = load_lea(lea_a_client, LEA_A)[ASSIGNMENTS]
+    assert report.deleted == 1 and not report.failed and _ledger_count(ASSIGNMENTS) == 0
 
 
 def test_a_choice_schools_email_is_not_sent_anywhere_and_is_listed(edfi_standin):

@@ -146,6 +146,8 @@ class EdFiClient:
         self._shared = _shared_token(self.base_url, client_id, client_secret)
         self._refused: TokenError | None = None
         self.tokens_fetched = 0
+        self._routes: dict[str, bool] = {}
+        self._routes_lock = threading.Lock()
 
     # -- auth --------------------------------------------------------------------------------------
     def _fetch_token(self) -> None:
@@ -259,6 +261,18 @@ class EdFiClient:
     def delete(self, resource: str, resource_id: str) -> EdFiAnswer:
         return self._answer(self.request("DELETE", f"{resource}/{resource_id}"))
 
+    def serves(self, resource: str) -> bool:
+        """Whether the API has a route for ``resource`` (a GET of one record answers 200), asked once.
+
+        A DELETE answered 404 means the record is gone only then: a wrong data path (a year-specific
+        ODS, a proxy prefix) answers 404 too, and taking that for "deleted" would make the ledger
+        forget records that stay in the ODS for good."""
+        with self._routes_lock:
+            if resource not in self._routes:
+                response = self.request("GET", resource, params={"limit": 1})
+                self._routes[resource] = response.status_code == 200
+            return self._routes[resource]
+
     def find(self, resource: str, identity: dict[str, Any]) -> list[dict[str, Any]]:
         """GET by identity fields as query parameters (how Ed-Fi finds the ``id`` for a DELETE)."""
         response = self.request("GET", resource, params=identity)
@@ -316,6 +330,8 @@ class EdFiResource(ConfigurableResource):
     max_attempts: int = 5
     backoff_base: float = 0.2
     max_concurrency: int = 0  # 0: [edfi] max_concurrency of pipeline.toml
+    # below base_url: ODS/API 7's shared instance; a year- or instance-specific ODS adds its segment
+    data_path: str = "/data/v3/ed-fi"
 
     def url(self) -> str:
         """The base URL this run talks to."""
@@ -340,4 +356,5 @@ class EdFiResource(ConfigurableResource):
             timeout=self.timeout,
             policy=RetryPolicy(attempts=self.max_attempts, backoff_base=self.backoff_base),
             pool_size=pool_size,
+            data_path=self.data_path,
         )

@@ -11,6 +11,7 @@ while requests are in flight.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections import Counter
@@ -295,7 +296,15 @@ def _send_one(client: EdFiClient, item: PlanItem, run_id: str) -> dict[str, Any]
         if item.action == "delete":
             resource_id = item.resource_id or _find_id(client, item)
             answer = client.delete(item.resource, resource_id) if resource_id else EdFiAnswer(404)
-            ok = answer.status in (204, 404)  # 404: already gone, which is what we wanted
+            # 404: already gone, which is what we wanted, if the route itself exists
+            gone = answer.status == 404 and (not resource_id or client.serves(item.resource))
+            ok = answer.status == 204 or gone
+            if answer.status == 404 and not gone:
+                answer = dataclasses.replace(
+                    answer,
+                    message=f"DELETE answered 404 and so does GET {item.resource}: the data path is "
+                    f"wrong, not the record gone; kept in the ledger ({answer.message})",
+                )
         else:
             answer = client.upsert(item.resource, item.body)
             ok = answer.ok
