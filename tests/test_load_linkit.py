@@ -257,6 +257,23 @@ def test_username_held_by_another_account_is_reported_not_taken_over(linkit_stan
     assert table("SELECT count(*) FROM ledger_linkit WHERE local_code = 'L1' AND status = 'active'") == [(0,)]
 
 
+def test_a_school_refused_after_a_create_is_journalled_as_the_school_call(linkit_standin) -> None:
+    """The create succeeded; assigning the second school was refused. The journal and load_events say
+    so (assign failed), not that the create failed; the account is in the ledger, and the next run
+    only retries the school."""
+    write_conformed([staff_row("p1", "L1")], [assignment("p1"), assignment("p1", school=999)])
+    report = mart_and_load(linkit_standin)
+    assert report.outcomes["failed"] == 1
+    assert table("SELECT action, ok FROM load_events ORDER BY event_at") == [
+        ("create", True),
+        ("assign", False),
+    ]
+    ledger = table("SELECT status, school_ids FROM ledger_linkit WHERE local_code = 'L1'")
+    assert ledger == [("active", [501])]
+    again = mart_and_load(linkit_standin)
+    assert again.plan == {"schools": 1} and again.outcomes["failed"] == 1
+
+
 def test_rejected_values_over_the_limits_are_never_sent(linkit_standin) -> None:
     staff, assignments = _people(2)
     staff[1]["last_name"] = "L" * 51

@@ -162,7 +162,8 @@ class _Sender:
         except ApiError as exc:
             error = exc.error if isinstance(exc, LinkItError) and exc.error else str(exc)
             # the journal keeps the request with the API's text; the run's counts group by the text
-            self._log(row, action, kind="done", ok=False, http_status=exc.status, error=str(exc))
+            if not getattr(exc, "journalled", False):  # a school call journals its own failure
+                self._log(row, action, kind="done", ok=False, http_status=exc.status, error=str(exc))
             # LinkIt's own refusal (Result ERROR) is an answer; no answer, 429 or 5xx may pass
             return (
                 "failed" if isinstance(exc, LinkItError) or not worth_retrying(exc.status) else "unanswered"
@@ -226,12 +227,20 @@ class _Sender:
         self._sync_schools(row, user["UserID"], user["Schools"])
 
     def _sync_schools(self, row: dict[str, Any], user_id: int, current: list[dict[str, Any]]) -> None:
+        """Assign and unassign schools; a refused call is journalled as itself, not as the create or
+        update before it (that one succeeded, and the ledger and load_events say so)."""
         have = {s["SchoolID"] for s in current}
         want = set(row["school_ids"] if row["school_ids"] is not None else [])
-        for school in sorted(want - have):
-            self._done(row, "assign", self.client.assign_school(user_id, school))
-        for school in sorted(have - want):
-            self._done(row, "unassign", self.client.unassign_school(user_id, school))
+        calls = [("assign", s, self.client.assign_school) for s in sorted(want - have)]
+        calls += [("unassign", s, self.client.unassign_school) for s in sorted(have - want)]
+        for action, school, call in calls:
+            try:
+                user = call(user_id, school)
+            except ApiError as exc:
+                self._log(row, action, kind="done", ok=False, http_status=exc.status, error=str(exc))
+                exc.journalled = True  # type: ignore[attr-defined]
+                raise
+            self._done(row, action, user)
 
     def _deactivate(self, row: dict[str, Any]) -> str:
         user_id = row["user_id"]
