@@ -69,7 +69,7 @@ SUPERSEDED_MESSAGE = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per record: a million at scale
 class PlanItem:
     resource: str
     action: str  # create | update | delete
