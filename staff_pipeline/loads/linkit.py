@@ -162,8 +162,8 @@ class _Sender:
         except ApiError as exc:
             error = exc.error if isinstance(exc, LinkItError) and exc.error else str(exc)
             # the journal keeps the request with the API's text; the run's counts group by the text
-            if not getattr(exc, "journalled", False):  # a school call journals its own failure
-                self._log(row, action, kind="done", ok=False, http_status=exc.status, error=str(exc))
+            failed = getattr(exc, "journal_action", action)  # a school call names itself
+            self._log(row, failed, kind="done", ok=False, http_status=exc.status, error=str(exc))
             # LinkIt's own refusal (Result ERROR) is an answer; no answer, 429 or 5xx may pass
             return (
                 "failed" if isinstance(exc, LinkItError) or not worth_retrying(exc.status) else "unanswered"
@@ -227,8 +227,8 @@ class _Sender:
         self._sync_schools(row, user["UserID"], user["Schools"])
 
     def _sync_schools(self, row: dict[str, Any], user_id: int, current: list[dict[str, Any]]) -> None:
-        """Assign and unassign schools; a refused call is journalled as itself, not as the create or
-        update before it (that one succeeded, and the ledger and load_events say so)."""
+        """Assign and unassign schools; a refused call is journalled (by :meth:`process`) as itself,
+        not as the create or update before it (that one succeeded, and the ledger says so)."""
         have = {s["SchoolID"] for s in current}
         want = set(row["school_ids"] if row["school_ids"] is not None else [])
         calls = [("assign", s, self.client.assign_school) for s in sorted(want - have)]
@@ -237,8 +237,7 @@ class _Sender:
             try:
                 user = call(user_id, school)
             except ApiError as exc:
-                self._log(row, action, kind="done", ok=False, http_status=exc.status, error=str(exc))
-                exc.journalled = True  # type: ignore[attr-defined]
+                exc.journal_action = action  # type: ignore[attr-defined]
                 raise
             self._done(row, action, user)
 

@@ -32,7 +32,7 @@ class StepResult:
     gate_results: pd.DataFrame | None = None
     # per queried school: Edu-V roles and employees at schools not configured here (not rejects)
     out_of_scope: pd.DataFrame | None = None
-    # Edu-V schools whose answer named the school in none of its roles: set aside, the last accepted
+    # Edu-V schools whose answer had roles, none at a configured school: set aside, the last accepted
     # answer read instead (read_instead empty: none yet, nothing staged from the school)
     unnamed: pd.DataFrame | None = None
 
